@@ -1,0 +1,3 @@
+from mvmammo.cli import main
+
+raise SystemExit(main())

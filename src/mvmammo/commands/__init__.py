@@ -1,0 +1,1 @@
+"""One module per subcommand group; each defines ``register(subparsers)``. Heavy imports go inside handlers."""

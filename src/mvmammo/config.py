@@ -1,0 +1,220 @@
+"""The configuration tree: typed, frozen dataclasses with defaults in code.
+
+One override syntax everywhere: ``section.field=value`` (e.g. ``optim.lr=1e-4 model.family=shared``).
+Named presets (``configs/``, and :data:`PRESETS`) are lists of such overrides applied on top of the defaults.
+The resolved config is written into every run folder as ``config.json``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # Exam table (CSV/Parquet). Empty = the embedded synthetic cohort, generated on demand.
+    table: str = ""
+    synth_preset: str = "paper"
+    synth_breasts: int = 600
+    synth_seed: int = 0
+    # Training window (H, W) per view, in pixels of the cached (training-resolution) windows.
+    size_cc: tuple[int, int] = (128, 96)
+    size_mlo: tuple[int, int] = (128, 96)
+    # Source window (H, W) cut from each preprocessed image before resizing to size_*; 0 = whole image.
+    window_cc: tuple[int, int] = (0, 0)
+    window_mlo: tuple[int, int] = (0, 0)
+    heatmaps: bool = True  # 3 input channels (image + benign + malignant heatmaps) instead of 1
+    # Augmentation: position and size noise, in pixels at full resolution (2677 px tall CC window);
+    # scaled by size_cc[0] / 2677 for smaller windows.
+    aug_noise_px: float = 100.0
+    full_height: int = 2677
+    cache_dir: str = ""  # empty = <run dir>/../cache (shared across runs of one experiment)
+    # Each epoch: all breasts with a label + neg_ratio x as many label-free ones, drawn afresh (paper: 1).
+    neg_ratio: float = 1.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    family: str = "joint"  # registry name: uni_cc, uni_mlo, joint, shared, split
+    backbone: str = "resnet22"
+    width: int = 16  # channels of the first stage; the paper's column: 16 (stages 16..256)
+    fc_dim: int = 512
+    input_noise_std: float = 0.01  # N(0, std^2) added to inputs in training (reference code)
+    aux_heads: bool = False  # per-view FC + output heads (gradient blending)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-4
+    batch_size: int = 4
+    epochs: int = 10
+    weight_decay: float = 0.0
+    # Split learning rates: lr_g = lr * 10**alpha_g for parameter groups by name prefix.
+    alpha_shared: float = 0.0
+    alpha_cc: float = 0.0
+    alpha_mlo: float = 0.0
+    # Parameter-name prefixes whose parameters are frozen (requires_grad False, excluded from Adam).
+    freeze: tuple[str, ...] = ()
+    grad_clip: float = 0.0  # 0 = off
+
+
+@dataclass(frozen=True)
+class RegularizerConfig:
+    # Modality dropout: per-sample drop rate of each view's representation before fusion.
+    moddrop_cc: float = 0.0
+    moddrop_mlo: float = 0.0
+    moddrop_rescale: str = "none"  # none | inverted
+    moddrop_both: str = "resample"  # allowed | exclude | resample
+    # Pretraining: run folders of uni-view runs whose best.pt initialises the columns.
+    pretrained_cc: str = ""
+    pretrained_mlo: str = ""
+    finetune: str = "all"  # all | head
+    # Gradient blending: none | fixed | offline
+    blend: str = "none"
+    blend_weights: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)  # (cc, mlo, joint)
+    blend_metric: str = "loss"  # loss | auc
+    blend_epochs: tuple[int, int] = (0, 5)  # (N, N + n) window for the offline estimate
+    blend_holdout: float = 0.1
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0
+    out: str = "runs/run"
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "fp32"  # fp32 | bf16 (autocast)
+    channels_last: bool = False
+    compile: bool = False
+    num_workers: int = 0
+    tta: int = 10  # test-time windows per breast; 0 = deterministic centre window
+    progress: bool = True
+    grad_norms: bool = True  # per-group gradient norm at every step
+    lca: bool = False
+    lca_every: int = 60
+    lca_subsample: int = 64
+    lca_tol: float = 0.05
+    max_steps: int = 0  # 0 = no limit; a cap for smoke tests
+
+
+@dataclass(frozen=True)
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    reg: RegularizerConfig = field(default_factory=RegularizerConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+# Named presets: overrides on the defaults. Experiment files in configs/ name the paper table they reproduce.
+PRESETS: dict[str, list[str]] = {
+    "default": [],
+    # CPU demo scale: 128x96 windows, a narrow column, short training.
+    "cpu-demo": ["data.size_cc=(128, 96)", "data.size_mlo=(128, 96)", "model.width=8", "optim.epochs=12",
+                 "optim.batch_size=16", "optim.lr=1e-3"],
+    # The paper's full-resolution setting (GPU).
+    "paper-full": ["data.size_cc=(2677, 1942)", "data.size_mlo=(2974, 1748)", "model.width=16",
+                   "optim.batch_size=4", "optim.epochs=100", "optim.lr=1e-5", "run.precision=bf16",
+                   "run.channels_last=True"],
+}
+
+
+class ConfigError(ValueError):
+    """A bad override or preset; the message names the key and the accepted values."""
+
+
+def _coerce(value: str, typ: Any, key: str) -> Any:
+    origin = typing.get_origin(typ)
+    if typ is bool:
+        low = value.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected a boolean (true/false), got {value!r}")
+    if typ in (int, float, str):
+        try:
+            return typ(value)
+        except ValueError as exc:
+            raise ConfigError(f"{key}: expected {typ.__name__}, got {value!r}") from exc
+    if origin is tuple:
+        args = typing.get_args(typ)
+        text = value.strip().strip("()[]")
+        parts = [p.strip() for p in text.split(",") if p.strip()] if text else []
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(p, args[0], key) for p in parts)
+        if len(parts) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {value!r}")
+        return tuple(_coerce(p, a, key) for p, a in zip(parts, args))
+    raise ConfigError(f"{key}: cannot parse type {typ}")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def override(cfg: Config, assignments: list[str] | tuple[str, ...]) -> Config:
+    """Apply ``section.field=value`` assignments; unknown keys are errors naming the valid ones."""
+    for item in assignments:
+        if "=" not in item:
+            raise ConfigError(f"{item!r}: overrides look like section.field=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        if len(parts) != 2:
+            raise ConfigError(f"{key!r}: overrides look like section.field=value (e.g. optim.lr=1e-4)")
+        section, name = parts
+        sections = {f.name for f in fields(Config)}
+        if section not in sections:
+            raise ConfigError(f"{key!r}: unknown section {section!r}; one of {sorted(sections)}")
+        sub = getattr(cfg, section)
+        types = _field_types(type(sub))
+        if name not in types:
+            raise ConfigError(f"{key!r}: unknown field {name!r}; {section} has {sorted(types)}")
+        new_sub = replace(sub, **{name: _coerce(value, types[name], key)})
+        cfg = replace(cfg, **{section: new_sub})
+    return cfg
+
+
+def resolve(preset: str = "default", overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the named preset(s) (comma-separated), then the command-line overrides."""
+    cfg = Config()
+    for name in [p for p in preset.split(",") if p]:
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; one of {sorted(PRESETS)}")
+        cfg = override(cfg, PRESETS[name])
+    return override(cfg, list(overrides))
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict) -> Config:
+    """Inverse of :func:`to_dict` (lists back to tuples); unknown keys are ignored for forward compatibility."""
+
+    def build(cls: type, values: dict) -> Any:
+        types = _field_types(cls)
+        kwargs = {}
+        for name, typ in types.items():
+            if name not in values:
+                continue
+            v = values[name]
+            if is_dataclass(typ):
+                v = build(typ, v)
+            elif typing.get_origin(typ) is tuple and isinstance(v, list):
+                v = tuple(v)
+            kwargs[name] = v
+        return cls(**kwargs)
+
+    return build(Config, d)
+
+
+def save(cfg: Config, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+
+
+def load(path: str | Path) -> Config:
+    return from_dict(json.loads(Path(path).read_text()))
