@@ -1,0 +1,58 @@
+"""`mvmammo evaluate RUN...`, `mvmammo table RUN...`, `mvmammo compare RUN_A RUN_B`."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("evaluate", help="TTA predictions and AUCs with 95%% CIs for run folder(s)")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--split", default="test")
+    p.add_argument("--tta", type=int, default=None, help="random windows per breast (0 = centre window)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=run_evaluate)
+    t = sub.add_parser("table", help="paper-style table over run folders (rows grouped by NAME-sSEED)")
+    t.add_argument("runs", nargs="+")
+    t.add_argument("--split", default="test")
+    t.add_argument("--label", default="malignant", choices=["malignant", "benign"])
+    t.add_argument("--oracle", default=None, help="oracle.json of a synthetic cohort: adds the gap to oracle")
+    t.add_argument("--csv", default=None, help="also write the table as CSV here")
+    t.set_defaults(func=run_table)
+    c = sub.add_parser("compare", help="paired DeLong test between two evaluated runs")
+    c.add_argument("run_a")
+    c.add_argument("run_b")
+    c.add_argument("--split", default="test")
+    c.add_argument("--label", default="malignant", choices=["malignant", "benign"])
+    c.set_defaults(func=run_compare)
+
+
+def run_evaluate(args) -> int:
+    from mvmammo.evaluation.evaluate import evaluate_run
+
+    for r in args.runs:
+        res = evaluate_run(r, split=args.split, tta=args.tta, checkpoint=args.checkpoint, device=args.device)
+        for label in ("malignant", "benign"):
+            m = res[label]
+            print(f"{r} [{args.split}, tta {res['tta']}] {label}: AUC {m['auc']:.3f} "
+                  f"DeLong 95% CI [{m['delong_ci'][0]:.3f}, {m['delong_ci'][1]:.3f}] "
+                  f"bootstrap [{m['bootstrap_ci'][0]:.3f}, {m['bootstrap_ci'][1]:.3f}] "
+                  f"(n+ {m['n_pos']}, n- {m['n_neg']})")
+    return 0
+
+
+def run_table(args) -> int:
+    from mvmammo.evaluation.tables import format_table, load_oracle_file, table
+
+    df = table(args.runs, split=args.split)
+    print(format_table(df, load_oracle_file(args.oracle), args.label))
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+    return 0
+
+
+def run_compare(args) -> int:
+    from mvmammo.evaluation.evaluate import paired_test
+
+    r = paired_test(args.run_a, args.run_b, args.split, args.label)
+    print(f"{args.label} AUC {r['auc_a']:.3f} vs {r['auc_b']:.3f}: difference {r['diff']:+.3f}, "
+          f"z = {r['z']:.2f}, p = {r['p']:.4f} (paired DeLong)")
+    return 0

@@ -1,0 +1,270 @@
+"""The one training loop. Variation comes from the config (model family, task, regularizers) and hooks.
+
+Per epoch: the paper's sampling (all labelled breasts + as many label-free ones, drawn afresh), Adam steps
+on augmented batches, validation AUC (malignant, benign) on the centre window, best.pt by validation
+malignant AUC, last.pt for exact resume. All randomness of an epoch is seeded from (seed, epoch), so a run
+killed at any point and started again with the same command reproduces the uninterrupted run.
+
+Hooks are objects with any of: ``on_train_start(ctx)``, ``after_backward(ctx) -> dict``,
+``after_step(ctx) -> dict``, ``on_epoch_end(ctx) -> dict``, ``on_train_end(ctx)``. Returned dicts are
+merged into the step or epoch line of metrics.jsonl.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mvmammo import config as config_mod
+from mvmammo.config import Config
+from mvmammo.data.sampler import batches, epoch_rows
+from mvmammo.evaluation.metrics import auc
+from mvmammo.evaluation.predict import predict_rows
+from mvmammo.models.registry import build_model
+from mvmammo.training import checkpoint as ckpt
+from mvmammo.training import regularizers
+from mvmammo.training.inputs import BatchMaker, pick_device, prepare_cache
+from mvmammo.training.optim import build_optimizer, current_lrs
+from mvmammo.training.tasks import get_task, task_name
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class ConfigMismatch(RuntimeError):
+    """A run folder holds a run with a different config; resuming it would mix two experiments."""
+
+
+@dataclass
+class Context:
+    """What hooks see. Tensors stay on the device; hooks decide when to synchronise."""
+
+    cfg: Config
+    run_dir: Path
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    maker: BatchMaker
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    epoch: int = 0
+    step: int = 0
+    batch: dict | None = None
+    out: dict | None = None
+    losses: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _seed(cfg: Config, epoch: int, stream: int) -> int:
+    return int(np.random.SeedSequence([cfg.run.seed, epoch, stream]).generate_state(1)[0])
+
+
+def _git_revision() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _resume_key(cfg: Config) -> dict:
+    """The parts of a config that must match to resume a run (the epoch budget and logging may change)."""
+    d = config_mod.to_dict(cfg)
+    d["optim"].pop("epochs")
+    for k in ("progress", "max_steps", "out", "device", "num_workers", "tta"):
+        d["run"].pop(k)
+    return d
+
+
+def _prepare_run_dir(cfg: Config) -> Path:
+    run_dir = Path(cfg.run.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_path = run_dir / "config.json"
+    if cfg_path.exists() and (run_dir / "last.pt").exists():
+        if _resume_key(config_mod.load(cfg_path)) != _resume_key(cfg):
+            raise ConfigMismatch(f"{run_dir} holds a run with a different config ({cfg_path}); use another "
+                                 "run.out, or delete the folder to start again")
+    config_mod.save(cfg, cfg_path)
+    (run_dir / "git_revision.txt").write_text(_git_revision() + "\n")
+    return run_dir
+
+
+def _truncate_metrics(path: Path, keep_before_epoch: int) -> None:
+    """Drop metric lines of epochs that will be recomputed after a resume."""
+    if not path.exists():
+        return
+    kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("epoch", 0) < keep_before_epoch]
+    path.write_text("".join(ln + "\n" for ln in kept))
+
+
+def _call(hooks, name: str, ctx: Context) -> dict:
+    merged: dict = {}
+    for h in hooks:
+        fn = getattr(h, name, None)
+        if fn is not None:
+            merged.update(fn(ctx) or {})
+    return merged
+
+
+def _to_py(d: dict) -> dict:
+    return {k: (float(v) if isinstance(v, (torch.Tensor, np.floating)) else v) for k, v in d.items()}
+
+
+def _auc_or_nan(y: np.ndarray, s: np.ndarray) -> float:
+    return float(auc(y, s)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def evaluate_rows(model, maker: BatchMaker, rows: np.ndarray, cfg: Config) -> dict:
+    """Centre-window AUCs and loss on some rows (validation after every epoch)."""
+    probs = predict_rows(model, maker, rows, tta=0, batch_size=max(cfg.optim.batch_size, 16),
+                         precision=cfg.run.precision)[0]
+    y = maker.cache.labels(rows)
+    eps = 1e-7
+    p = np.clip(probs, eps, 1 - eps)
+    loss = float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(0).sum())
+    return {"auc_benign": _auc_or_nan(y[:, 0], probs[:, 0]), "auc_malignant": _auc_or_nan(y[:, 1], probs[:, 1]),
+            "loss": loss}
+
+
+def train(cfg: Config, hooks: list[Any] | tuple = ()) -> Path:
+    """Train (or resume) the run of ``cfg`` into cfg.run.out; returns the run folder."""
+    run_dir = _prepare_run_dir(cfg)
+    torch.manual_seed(cfg.run.seed)
+    device = pick_device(cfg.run.device)
+    cache = prepare_cache(cfg, progress=cfg.run.progress)
+    maker = BatchMaker(cache, device, channels_last=cfg.run.channels_last)
+    train_rows, val_rows = cache.rows("train"), cache.rows("val")
+    if len(train_rows) == 0 or len(val_rows) == 0:
+        raise ValueError(f"the exam table needs train and val rows (found {len(train_rows)} train, "
+                         f"{len(val_rows)} val)")
+
+    model = build_model(cfg.model, in_channels=cache.spec.channels)
+    regularizers.prepare_model(model, cfg)  # pretrained columns, frozen groups
+    model.to(device)
+    if cfg.run.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, cfg.optim)
+    step_model = torch.compile(model) if cfg.run.compile and hasattr(torch, "compile") else model
+    task = get_task(task_name(cfg))
+    hooks = list(regularizers.hooks(cfg)) + list(hooks)
+
+    start_epoch, step, best = 0, 0, -math.inf
+    last_path = run_dir / "last.pt"
+    if last_path.exists():
+        state = ckpt.load(last_path, map_location=device)
+        ckpt.load_model_state(model, state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, step, best = state["epoch"] + 1, state["step"], state["best"]
+        ckpt.set_rng_state(state["rng"])
+        print(f"resuming {run_dir} after epoch {state['epoch']} (step {step}, best val AUC {best:.4f})")
+    _truncate_metrics(run_dir / "metrics.jsonl", start_epoch)
+
+    ctx = Context(cfg, run_dir, model, optimizer, maker, train_rows, val_rows, start_epoch, step)
+    _call(hooks, "on_train_start", ctx)
+    metrics_file = open(run_dir / "metrics.jsonl", "a")
+    try:
+        for epoch in range(start_epoch, cfg.optim.epochs):
+            ctx.epoch = epoch
+            t0 = time.time()
+            torch.manual_seed(_seed(cfg, epoch, 1))  # input noise, dropout-like draws
+            gen = torch.Generator().manual_seed(_seed(cfg, epoch, 2))  # augmentation boxes
+            order = epoch_rows(train_rows, cache.labels(train_rows), cfg.run.seed, epoch, cfg.data.neg_ratio)
+            chunks = batches(order, cfg.optim.batch_size)
+            step_lines, train_probs, train_rows_seen = [], [], []
+            model.train()
+            bar = _bar(chunks, cfg.run.progress, f"{run_dir.name} epoch {epoch + 1}/{cfg.optim.epochs}")
+            for rows in bar:
+                batch = maker.make(rows, train=True, generator=gen)
+                view_mask, sample_weight = regularizers.view_mask(cfg.reg, len(rows), gen, device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.run.precision == "bf16"):
+                    out = step_model(batch["cc"], batch["mlo"], view_mask=view_mask)
+                if sample_weight is not None:
+                    out = dict(out, sample_weight=sample_weight)
+                losses = task(out, batch, cfg)
+                loss = losses["loss"]
+                if device.type == "cpu" or step % 50 == 0:
+                    _check_finite(loss, run_dir, epoch, step, batch, maker)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                ctx.step, ctx.batch, ctx.out, ctx.losses = step, batch, out, losses
+                logged = _call(hooks, "after_backward", ctx)
+                if cfg.optim.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                optimizer.step()
+                step += 1
+                ctx.step = step
+                logged.update(_call(hooks, "after_step", ctx))
+                step_lines.append((step, {k: v.detach() for k, v in losses.items()}, logged))
+                train_probs.append(torch.sigmoid(out["logits"].detach().float()))
+                train_rows_seen.append(rows)
+                if cfg.run.max_steps and step >= cfg.run.max_steps:
+                    break
+            # One host synchronisation per epoch for the step lines.
+            for s, ls, logged in step_lines:
+                if not all(math.isfinite(float(v)) for v in ls.values()):
+                    _check_finite(torch.tensor(float("nan")), run_dir, epoch, s, None, maker)
+                metrics_file.write(json.dumps({"kind": "step", "epoch": epoch, "step": s, **_to_py(ls),
+                                               **_to_py(logged)}) + "\n")
+            tp = torch.cat(train_probs).cpu().numpy()
+            ty = cache.labels(np.concatenate(train_rows_seen))
+            val = evaluate_rows(model, maker, val_rows, cfg)
+            line = {"kind": "epoch", "epoch": epoch, "step": step, "time_s": round(time.time() - t0, 3),
+                    "train_loss": float(np.mean([float(ls["loss"]) for _, ls, _ in step_lines])),
+                    "train_auc_malignant": _auc_or_nan(ty[:, 1], tp[:, 1]),
+                    "train_auc_benign": _auc_or_nan(ty[:, 0], tp[:, 0]),
+                    "val_auc_malignant": val["auc_malignant"], "val_auc_benign": val["auc_benign"],
+                    "val_loss": val["loss"], "breasts": int(len(order)),
+                    **{f"lr_{k}": v for k, v in current_lrs(optimizer).items()}}
+            line.update(_to_py(_call(hooks, "on_epoch_end", ctx)))
+            metrics_file.write(json.dumps(line) + "\n")
+            metrics_file.flush()
+            score = val["auc_malignant"]
+            improved = math.isfinite(score) and score > best
+            if improved:
+                best = score
+                ckpt.save_atomic({"model": ckpt.model_state(model), "epoch": epoch, "val_auc_malignant": score},
+                                 run_dir / "best.pt")
+            ckpt.save_atomic({"model": ckpt.model_state(model), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                              "step": step, "best": best, "rng": ckpt.rng_state()}, last_path)
+            if cfg.run.progress:
+                print(f"{run_dir.name} epoch {epoch + 1}/{cfg.optim.epochs}: train loss {line['train_loss']:.4f}, "
+                      f"val AUC malignant {score:.3f} benign {val['auc_benign']:.3f}"
+                      f"{' (best)' if improved else ''} [{line['time_s']:.1f} s]", flush=True)
+            if cfg.run.max_steps and step >= cfg.run.max_steps:
+                break
+        if not (run_dir / "best.pt").exists() and last_path.exists():
+            # Validation AUC undefined throughout (one class only): keep the last weights as the selection.
+            ckpt.save_atomic({"model": ckpt.load(last_path)["model"], "epoch": cfg.optim.epochs - 1,
+                              "val_auc_malignant": float("nan")}, run_dir / "best.pt")
+        _call(hooks, "on_train_end", ctx)
+    finally:
+        metrics_file.close()
+    (run_dir / "DONE").write_text(f"best_val_auc_malignant {best}\n")
+    return run_dir
+
+
+def _check_finite(loss: torch.Tensor, run_dir: Path, epoch: int, step: int, batch, maker) -> None:
+    if torch.isfinite(loss).all():
+        return
+    ids = ""
+    if batch is not None:
+        ids = ", breasts " + ", ".join(maker.cache.index.breast_id.iloc[batch["rows"]].astype(str).tolist()[:8])
+    raise TrainingDiverged(
+        f"{run_dir}: loss is {float(loss)} at epoch {epoch + 1}, step {step}{ids}. The last good checkpoint "
+        f"({run_dir / 'last.pt'}) is kept; lower optim.lr, set optim.grad_clip, or check those images, "
+        "then rerun to resume.")
+
+
+def _bar(items, enabled: bool, desc: str):
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="batch", leave=False)
