@@ -33,8 +33,8 @@ def run_evaluate(args) -> int:
         for label in ("malignant", "benign"):
             m = res[label]
             print(f"{r} [{args.split}, tta {res['tta']}] {label}: AUC {m['auc']:.3f} "
-                  f"DeLong 95% CI [{m['delong_ci'][0]:.3f}, {m['delong_ci'][1]:.3f}] "
-                  f"bootstrap [{m['bootstrap_ci'][0]:.3f}, {m['bootstrap_ci'][1]:.3f}] "
+                  f"DeLong 95% CI [{m['delong_lo']:.3f}, {m['delong_hi']:.3f}] "
+                  f"bootstrap [{m['boot_lo']:.3f}, {m['boot_hi']:.3f}] "
                   f"(n+ {m['n_pos']}, n- {m['n_neg']})")
     return 0
 
@@ -53,6 +53,6 @@ def run_compare(args) -> int:
     from mvmammo.evaluation.evaluate import paired_test
 
     r = paired_test(args.run_a, args.run_b, args.split, args.label)
-    print(f"{args.label} AUC {r['auc_a']:.3f} vs {r['auc_b']:.3f}: difference {r['diff']:+.3f}, "
-          f"z = {r['z']:.2f}, p = {r['p']:.4f} (paired DeLong)")
+    print(f"{args.label} AUC {r.auc_a:.3f} vs {r.auc_b:.3f}: difference {r.diff:+.3f}, "
+          f"z = {r.z:.2f}, p = {r.p_value:.4f} (paired DeLong)")
     return 0

@@ -227,4 +227,4 @@ def _progress(items, enabled: bool, desc: str):
         return items
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, unit="breast", leave=False)
+    return tqdm(items, desc=desc, unit="breast", leave=False, disable=None)

@@ -90,7 +90,7 @@ def read_dicom(path: str | Path, voi_lut: bool = False) -> np.ndarray:
         raise DicomError(f"{path}: not a readable DICOM file, truncated or corrupt "
                          f"({type(exc).__name__}: {exc})") from exc
     if "PixelData" not in ds:
-        raise DicomError(f"{path}: DICOM has no pixel data (a report or structured document?)")
+        raise DicomError(f"{path}: DICOM has no pixel data (truncated file, or a report / structured document?)")
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     if ts is not None:
@@ -112,13 +112,23 @@ def read_dicom(path: str | Path, voi_lut: bool = False) -> np.ndarray:
     if arr.dtype.kind == "u" and bits < arr.dtype.itemsize * 8:
         arr = arr & np.asarray((1 << bits) - 1, dtype=arr.dtype)  # drop overlay / garbage high bits
     lo, hi = _nominal_range(ds, bits)
-    out = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
-    if voi_lut and ("WindowCenter" in ds or "VOILUTSequence" in ds):
-        out = np.asarray(apply_voi_lut(out, ds, index=0), dtype=np.float64)
-        if "VOILUTSequence" in ds:
-            lo, hi = 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
-    if str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip() == "MONOCHROME1":
-        out = hi - (out - lo)  # MONOCHROME1: high values are dark; invert within the nominal range
+    identity = ("ModalityLUTSequence" not in ds and float(ds.get("RescaleSlope", 1) or 1) == 1
+                and float(ds.get("RescaleIntercept", 0) or 0) == 0)
+    use_voi = voi_lut and ("WindowCenter" in ds or "VOILUTSequence" in ds)
+    if identity and not use_voi:
+        out = arr.astype(np.int64) if arr.dtype.kind == "i" else arr  # fast path: no float copy of 13 Mpx
+    else:
+        out = np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
+        if use_voi:
+            out = np.asarray(apply_voi_lut(out, ds, index=0), dtype=np.float64)
+            if "VOILUTSequence" in ds:
+                lo, hi = 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
+    mono1 = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip() == "MONOCHROME1"
+    if out.dtype.kind == "u" and lo == 0 and hi <= 65535:
+        out = out.astype(np.uint16, copy=False)
+        return (np.uint16(hi) - out) if mono1 else out  # MONOCHROME1: high values are dark; invert
+    if mono1:
+        out = hi - (out - lo)  # invert within the nominal range
     out = np.rint(out - lo)
     return np.clip(out, 0, 65535).astype(np.uint16)
 

@@ -49,8 +49,8 @@ def table(runs: list[str | Path], split: str = "test", n_boot: int = 1000) -> pd
             line[f"{label}_std"] = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan")
             r = rep[label]
             line[f"{label}_ens"] = r["auc"]
-            line[f"{label}_ens_delong_lo"], line[f"{label}_ens_delong_hi"] = r["delong_ci"]
-            line[f"{label}_ens_boot_lo"], line[f"{label}_ens_boot_hi"] = r["bootstrap_ci"]
+            line[f"{label}_ens_delong_lo"], line[f"{label}_ens_delong_hi"] = r["delong_lo"], r["delong_hi"]
+            line[f"{label}_ens_boot_lo"], line[f"{label}_ens_boot_hi"] = r["boot_lo"], r["boot_hi"]
         lines.append(line)
     return pd.DataFrame(lines)
 

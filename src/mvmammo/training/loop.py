@@ -257,7 +257,7 @@ def _check_finite(loss: torch.Tensor, run_dir: Path, epoch: int, step: int, batc
     if batch is not None:
         ids = ", breasts " + ", ".join(maker.cache.index.breast_id.iloc[batch["rows"]].astype(str).tolist()[:8])
     raise TrainingDiverged(
-        f"{run_dir}: loss is {float(loss)} at epoch {epoch + 1}, step {step}{ids}. The last good checkpoint "
+        f"{run_dir}: loss is {float(loss.detach())} at epoch {epoch + 1}, step {step}{ids}. The last good checkpoint "
         f"({run_dir / 'last.pt'}) is kept; lower optim.lr, set optim.grad_clip, or check those images, "
         "then rerun to resume.")
 
@@ -267,4 +267,4 @@ def _bar(items, enabled: bool, desc: str):
         return items
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, unit="batch", leave=False)
+    return tqdm(items, desc=desc, unit="batch", leave=False, disable=None)

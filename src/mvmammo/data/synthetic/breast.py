@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..images import write_png16
+from .png16 import write_png16_fast as write_png16
 from .anatomy import finish, render_background, sample_shape, view_geometry
 from .heatmaps import CHANNELS, render_heatmaps, to_png16
 from .lesions import draw_cue, draw_lesion, lesion_pixels, sample_lesions

@@ -58,9 +58,10 @@ def make_tasks(out_dir, preset, breasts, size_cc, size_mlo, seed, heatmaps) -> l
 
 
 def _cache_key(preset, breasts, size_cc, size_mlo, seed, heatmaps) -> dict:
-    return {"generator_version": GENERATOR_VERSION, "preset": preset.name, "breasts": int(breasts),
-            "size_cc": [int(s) for s in size_cc], "size_mlo": [int(s) for s in size_mlo], "seed": int(seed),
-            "heatmaps": bool(heatmaps), "knobs": dataclasses.asdict(preset)}
+    key = {"generator_version": GENERATOR_VERSION, "preset": preset.name, "breasts": int(breasts),
+           "size_cc": [int(s) for s in size_cc], "size_mlo": [int(s) for s in size_mlo], "seed": int(seed),
+           "heatmaps": bool(heatmaps), "knobs": dataclasses.asdict(preset)}
+    return json.loads(json.dumps(key))  # as it reads back from cohort.json (tuples become lists)
 
 
 def _check_size(size, name):

@@ -5,8 +5,8 @@ Each channel is a probability map in [0, 1], 0 outside the breast:
     what the image shows), missed with probability ``heatmap_miss``, of random strength;
   - cross-talk: a visible lesion of the other class gives a weaker blob half of the time (patch classifiers
     confuse benign and malignant);
-  - false-positive blobs (Poisson, mean ``heatmap_fp`` per channel), a low haze over dense tissue and noise.
-Stored as 16-bit PNG, value = round(probability * 65535).
+  - false-positive blobs (Poisson, mean ``heatmap_fp`` per channel) and a low haze over dense tissue.
+Stored as 16-bit PNG, value = round(probability * 65535), probability in steps of 1/1024.
 """
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ def render_heatmaps(lesions: list[Lesion], geo: ViewGeometry, knobs: ViewKnobs, 
     """(2, H, W) float32: channel 0 benign, channel 1 malignant."""
     h, w = geo.height, geo.width
     out = np.zeros((2, h, w), np.float32)
-    for c, name in enumerate(CHANNELS):
-        out[c] = 0.04 * gland + np.abs(rng.normal(0, 0.01, size=(h, w))).astype(np.float32)
+    # A smooth haze over dense tissue (no per-pixel noise: a patch classifier's output is smooth).
+    out[:] = (0.03 + 0.02 * rng.uniform(size=(2, 1, 1))) * gland
     for les in lesions:
         if not les.visible(geo.view):
             continue
@@ -64,4 +64,7 @@ def render_heatmaps(lesions: list[Lesion], geo: ViewGeometry, knobs: ViewKnobs, 
 
 
 def to_png16(prob: np.ndarray) -> np.ndarray:
-    return np.rint(np.clip(prob, 0, 1) * 65535).astype(np.uint16)
+    """Probability -> uint16 (value = p * 65535), p first rounded to 1/1024 (a patch classifier's output
+    needs no more; the files compress twice as well)."""
+    q = np.rint(np.clip(prob, 0, 1) * 1024) / 1024
+    return np.rint(q * 65535).astype(np.uint16)

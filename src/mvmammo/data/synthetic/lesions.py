@@ -65,7 +65,7 @@ def sample_lesions(rng: np.random.Generator, preset: Preset, benign: bool, malig
             kind = "mass" if rng.uniform() < p_mass else "calc"
             if kind == "mass":
                 radius = rng.uniform(0.035, 0.06) if cls == "benign" else rng.uniform(0.035, 0.065)
-                contrast = rng.uniform(320, 480)
+                contrast = rng.uniform(380, 560)
             else:
                 radius = rng.uniform(0.015, 0.03) if cls == "benign" else rng.uniform(0.02, 0.035)
                 contrast = rng.uniform(800, 1100)
@@ -117,21 +117,25 @@ def _draw_mass(img, row, col, r_px, contrast, malignant, rng):
 
 
 def _draw_calcs(img, row, col, r_px, contrast, malignant, rng, height):
-    """Benign: 1-4 coarse specks; malignant: 8-20 fine specks clustered within r_px."""
+    """Benign: 1-4 coarse specks (about 2 mm); malignant: 8-20 fine specks (under 1 mm) within r_px.
+
+    Specks are sharp-edged disks (calcium is much denser than tissue), never smaller than ~1 px across.
+    """
     if malignant:
-        n, sigma = int(rng.integers(8, 21)), max(MIN_SIGMA_PX, 0.0025 * height)
+        n, rs = int(rng.integers(8, 21)), max(MIN_SIGMA_PX, 0.0025 * height)
     else:
-        n, sigma = int(rng.integers(1, 5)), max(1.0, 0.009 * height)
-    extent = r_px + 4 * sigma + 2
+        n, rs = int(rng.integers(1, 5)), max(1.0, 0.008 * height)
+    extent = r_px + 2 * rs + 2
     sl, dy, dx = _patch(img.shape, row, col, extent)
     if dy.size == 0 or dx.size == 0:
         return
     rad = r_px * np.sqrt(rng.uniform(0, 1, n))
     ang = rng.uniform(0, 2 * np.pi, n)
     for rr, aa in zip(rad, ang):
-        s = sigma * rng.uniform(0.8, 1.4)
-        dd = (dy - rr * np.sin(aa)) ** 2 + (dx - rr * np.cos(aa)) ** 2
-        img[sl] += contrast * rng.uniform(0.6, 1.0) * np.exp(-0.5 * dd / (s * s))
+        s = rs * rng.uniform(0.7, 1.3)
+        d = np.sqrt((dy - rr * np.sin(aa)) ** 2 + (dx - rr * np.cos(aa)) ** 2)
+        edge = max(0.35, 0.15 * s)
+        img[sl] += contrast * rng.uniform(0.6, 1.0) / (1 + np.exp(np.clip((d - s) / edge, -30, 30)))
 
 
 def lesion_pixels(lesion: Lesion, geo: ViewGeometry, knobs: ViewKnobs) -> tuple[float, float, float]:
