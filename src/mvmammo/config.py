@@ -35,6 +35,10 @@ class DataConfig:
     cache_dir: str = ""  # empty = <run dir>/../cache (shared across runs of one experiment)
     # Each epoch: all breasts with a label + neg_ratio x as many label-free ones, drawn afresh (paper: 1).
     neg_ratio: float = 1.0
+    # Gradient blending's held-out part V of the TRAINING split (by patient, stratified by label): the
+    # loop trains on train \ V and logs holdout_* / train_eval_* per epoch. 0 = off (train on all of it).
+    holdout_fraction: float = 0.0
+    holdout_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,11 @@ class RegularizerConfig:
     blend_metric: str = "loss"  # loss | auc
     blend_epochs: tuple[int, int] = (0, 5)  # (N, N + n) window for the offline estimate
     blend_holdout: float = 0.1
+    # reg.blend=offline: the blend_weights.json written by `mvmammo blend-estimate` (its curves give the
+    # weights for this run's blend_metric and blend_epochs), or a hand-written {"cc", "mlo", "joint"}.
+    # A missing file is estimated on first use (three short runs next to it; see training/blend.py).
+    blend_weights_file: str = ""
+    blend_swap_views: bool = False  # swap the cc and mlo weights (the paper's Table 5 ablation)
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,12 @@ class RunConfig:
     channels_last: bool = False
     compile: bool = False
     num_workers: int = 0
+    # Batches loaded ahead by a background thread into pinned memory (uint16 bytes, copied on a side CUDA
+    # stream); 0 = load each batch when it is needed. Results are identical either way.
+    prefetch: int = 2
+    # Under torchrun (WORLD_SIZE > 1): BatchNorm statistics over the global batch, so N processes with
+    # optim.batch_size / N each train the same model as one process with optim.batch_size.
+    sync_bn: bool = True
     tta: int = 10  # test-time windows per breast; 0 = deterministic centre window
     progress: bool = True
     grad_norms: bool = True  # per-group gradient norm at every step

@@ -21,18 +21,21 @@ def predict_rows(model: torch.nn.Module, maker, rows: np.ndarray, tta: int = 0, 
     was_training = model.training
     model.eval()
     n_windows = max(tta, 1)
-    out = np.zeros((n_windows, len(rows), 2), dtype=np.float64)
-    for t in range(n_windows):
-        gen = torch.Generator().manual_seed(int(seed) * 1000 + t) if tta > 0 else None
-        start = 0
-        for chunk in batches(np.asarray(rows), batch_size):
-            batch = maker.make(chunk, train=tta > 0, generator=gen)
+    # One generator per window index, each advanced chunk by chunk: the same boxes as a window-outer loop,
+    # but every breast is loaded (and sent to the device) once for all its windows.
+    gens = [torch.Generator().manual_seed(int(seed) * 1000 + t) if tta > 0 else None for t in range(n_windows)]
+    chunks = batches(np.asarray(rows), batch_size)
+    probs: list[list[torch.Tensor]] = [[] for _ in range(n_windows)]
+    for rows_c, raw, labels in maker.loaded(chunks):
+        for t in range(n_windows):
+            batch = maker.assemble(rows_c, raw, labels, train=tta > 0, generator=gens[t])
             with torch.autocast(maker.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 logits = model(batch["cc"], batch["mlo"])["logits"]
-            out[t, start:start + len(chunk)] = torch.sigmoid(logits.float()).cpu().numpy()
-            start += len(chunk)
+            probs[t].append(torch.sigmoid(logits.float()))  # stays on the device: one copy at the end
     model.train(was_training)
-    return out
+    if not len(rows):
+        return np.zeros((n_windows, 0, 2), dtype=np.float64)
+    return torch.stack([torch.cat(p) for p in probs]).cpu().double().numpy()
 
 
 def predictions_table(cache, rows: np.ndarray, probs: np.ndarray, seed: int, run_name: str) -> pd.DataFrame:

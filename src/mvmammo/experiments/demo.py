@@ -3,7 +3,9 @@
 1. the cohort: the `paper` preset, its summary, oracle AUCs and a preview montage;
 2. Table 1: uni-view MLO, uni-view CC, Split, Joint, Shared, 3 seeds each, test AUC with 10 TTA windows,
    mean +- std, the 3-seed ensemble with DeLong and patient-bootstrap 95% CIs, the gap to the oracle;
-3. learning curves (train / validation AUC per epoch, mean +- std over seeds).
+3. learning curves (train / validation AUC per epoch, mean +- std over seeds);
+4. which view the Joint network learns from: gradient norms per column, Loss Change Allocation (a short
+   extra Joint run with run.lca on), the view-utilisation table and figures (analysis/demo_step.py).
 Everything lands under the output folder; rerunning resumes or skips finished runs.
 """
 from __future__ import annotations
@@ -16,7 +18,7 @@ from mvmammo import experiments
 from mvmammo.experiments.report import report_experiment
 from mvmammo.experiments.runner import row_config, run_experiment
 
-DEMO_EXPERIMENTS = ("table1",)
+DEMO_EXPERIMENTS = ("table1", "table2")
 
 
 def show_cohort(exp, out: Path, quick: bool) -> Path:
@@ -54,3 +56,8 @@ def demo(out: Path, quick: bool = False) -> None:
         runs = run_experiment(exp, out, quick=quick)
         report_experiment(exp, runs, out)
         print(f"({time.time() - t0:.0f} s so far)")
+    # Training dynamics and view utilisation of table1's Joint runs (analysis/demo_step.py).
+    from mvmammo.analysis.demo_step import demo_analyses
+
+    demo_analyses(out, quick=quick)
+    print(f"({time.time() - t0:.0f} s in all)")

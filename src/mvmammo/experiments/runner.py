@@ -20,6 +20,21 @@ def row_config(exp: Experiment, row, seed: int, out: Path, quick: bool, extra: t
     return resolve(exp.preset, overrides)
 
 
+def needed_runs(exp: Experiment, row, seeds, out: Path, quick: bool, extra: tuple[str, ...] = ()):
+    """Configs of the runs a row needs first: Row.needs names rows as "experiment:row" (or "row" of the same
+    experiment), trained with their own experiment's overrides into the same folder, seed by seed."""
+    from mvmammo import experiments
+
+    for need in row.needs:
+        name, _, row_name = need.rpartition(":")
+        other = experiments.get(name) if name else exp
+        match = [r for r in other.rows if r.name == row_name]
+        if not match:
+            raise KeyError(f"{exp.name} row {row.name} needs {need!r}, which is not a row of {other.name}")
+        for s in seeds:
+            yield row_config(other, match[0], s, out, quick, extra)
+
+
 def run_experiment(exp: Experiment, out: str | Path, quick: bool = False, seeds: tuple[int, ...] | None = None,
                    extra: tuple[str, ...] = (), progress: bool = False, rows: tuple[str, ...] = ()) -> list[Path]:
     from mvmammo.evaluation.evaluate import evaluate_run
@@ -33,6 +48,11 @@ def run_experiment(exp: Experiment, out: str | Path, quick: bool = False, seeds:
     t0 = time.time()
     total = len(todo) * len(seeds)
     for r in todo:
+        for cfg in needed_runs(exp, r, seeds, out, quick, extra):
+            if not (Path(cfg.run.out) / "DONE").exists():
+                print(f"training {Path(cfg.run.out).name}, needed by {r.name} ({time.time() - t0:.0f} s elapsed)",
+                      flush=True)
+                train(replace(cfg, run=replace(cfg.run, progress=progress)))
         for s in seeds:
             cfg = row_config(exp, r, s, out, quick, extra)
             run_dir = Path(cfg.run.out)

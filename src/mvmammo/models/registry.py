@@ -8,7 +8,9 @@ Parameter naming rule (all families; optimizers, freezing, gradient norms and LC
   - a parameter that acts on both views lives under ``shared.`` (the fused output layer of Joint/Shared,
     the one column of Shared);
   - gradient blending's extra heads live under ``aux_cc.`` and ``aux_mlo.``.
-:func:`parameter_group` returns that first name component.
+:func:`parameter_group` maps a name to one of the three groups of the paper's analyses and of split
+learning rates: ``cc``, ``mlo``, ``shared``. An auxiliary head reads one view only, so it belongs to that
+view's group (aux_cc -> cc, aux_mlo -> mlo); the optimizer uses this same rule (training/optim.py).
 """
 from __future__ import annotations
 
@@ -51,8 +53,9 @@ def build_model(cfg: ModelConfig, in_channels: int) -> nn.Module:
 
 
 def parameter_group(name: str) -> str:
-    """'cc.column.stem.weight' -> 'cc'; raises for a name outside the naming rule."""
-    group = name.split(".", 1)[0]
-    if group not in PARAMETER_GROUPS:
+    """'cc.column.stem.weight' -> 'cc', 'aux_mlo.head.bias' -> 'mlo', 'shared.head.weight' -> 'shared';
+    raises for a name outside the naming rule (whose prefixes are PARAMETER_GROUPS)."""
+    prefix = name.split(".", 1)[0]
+    if prefix not in PARAMETER_GROUPS:
         raise ValueError(f"parameter {name!r} is outside the groups {PARAMETER_GROUPS}")
-    return group
+    return prefix[len("aux_"):] if prefix.startswith("aux_") else prefix

@@ -9,8 +9,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mvmammo.evaluation.tables import group_runs  # noqa: E402
-from mvmammo.report.runs import read_metrics  # noqa: E402
+from mvmammo.report.runs import group_runs, read_metrics  # noqa: E402
+from mvmammo.report.utilization import load_utilization  # noqa: E402
 
 
 def _band(ax, x, ys, color, label, style="-"):
@@ -45,6 +45,51 @@ def learning_curves(runs: list[str | Path], out: str | Path, label: str = "malig
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("AUC")
     axes[1].legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
+def _value(lab: dict, key: str, mode: str) -> float:
+    return lab["auc_both"] if key == "auc_both" else lab["ablation"][mode][key]
+
+
+def utilization_figure(runs: list[str | Path], out: str | Path, label: str = "malignant", mode: str = "mean"
+                       ) -> Path | None:
+    """Bars per row (mean +- std over seeds) from utilization.json: AUC with both views and with one view
+    kept (the other ablated by ``mode``), and the two Shapley contributions. None when no run has the file."""
+    rows = {}
+    for name, members in group_runs(runs).items():
+        res = [r for r in (load_utilization(m) for m in members) if r and r["labels"][label].get("ablation")]
+        if res:
+            rows[name] = res
+    if not rows:
+        return None
+    keys = [("auc_both", "both views", "#2ca02c"), ("auc_cc_only", "CC only (MLO ablated)", "#1f77b4"),
+            ("auc_mlo_only", "MLO only (CC ablated)", "#ff7f0e")]
+    phis = [("phi_cc", "phi CC", "#1f77b4"), ("phi_mlo", "phi MLO", "#ff7f0e")]
+    fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.4 * len(rows) + 4), 3.8))
+    x = np.arange(len(rows))
+    for ax, group in zip(axes, (keys, phis)):
+        width = 0.8 / len(group)
+        for k, (key, text, color) in enumerate(group):
+            vals = [[_value(r["labels"][label], key, mode) for r in res] for res in rows.values()]
+            mean = [np.nanmean(v) for v in vals]
+            std = [np.nanstd(v) if len(v) > 1 else 0.0 for v in vals]
+            ax.bar(x + (k - (len(group) - 1) / 2) * width, mean, width, color=color, label=text,
+                   yerr=std if max(std) > 0 else None, capsize=3)
+        ax.set_xticks(x, [f"{n} (n={len(r)})" for n, r in rows.items()], fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8)
+    axes[0].axhline(0.5, color="k", linewidth=0.8, linestyle=":")
+    axes[0].set_ylim(0.0, 1.0)
+    axes[0].set_ylabel(f"test AUC ({label})")
+    axes[0].set_title(f"AUC with one view ablated ({mode} feature)", fontsize=10)
+    axes[1].axhline(0, color="k", linewidth=0.8)
+    axes[1].set_ylabel("Shapley contribution (AUC)")
+    axes[1].set_title("Shapley view contributions (phi_CC + phi_MLO = AUC - 0.5)", fontsize=10)
     fig.tight_layout()
     out = Path(out)
     fig.savefig(out, dpi=120)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -29,8 +30,10 @@ from mvmammo.evaluation.metrics import auc
 from mvmammo.evaluation.predict import predict_rows
 from mvmammo.models.registry import build_model
 from mvmammo.training import checkpoint as ckpt
+from mvmammo.training import distributed
 from mvmammo.training import regularizers
-from mvmammo.training.inputs import BatchMaker, pick_device, prepare_cache
+from mvmammo.training.accel import compile_or_eager
+from mvmammo.training.inputs import BatchMaker, maker_for, prepare_cache
 from mvmammo.training.optim import build_optimizer, current_lrs
 from mvmammo.training.tasks import get_task, task_name
 
@@ -78,7 +81,7 @@ def _resume_key(cfg: Config) -> dict:
     """The parts of a config that must match to resume a run (the epoch budget and logging may change)."""
     d = config_mod.to_dict(cfg)
     d["optim"].pop("epochs")
-    for k in ("progress", "max_steps", "out", "device", "num_workers", "tta"):
+    for k in ("progress", "max_steps", "out", "device", "num_workers", "tta", "prefetch"):
         d["run"].pop(k)
     return d
 
@@ -135,12 +138,14 @@ def evaluate_rows(model, maker: BatchMaker, rows: np.ndarray, cfg: Config) -> di
 
 def train(cfg: Config, hooks: list[Any] | tuple = ()) -> Path:
     """Train (or resume) the run of ``cfg`` into cfg.run.out; returns the run folder."""
-    run_dir = _prepare_run_dir(cfg)
+    dist_info, device = distributed.setup(cfg.run.device)  # torchrun: one process per GPU
+    with distributed.main_first(dist_info):  # rank 0 writes the run folder and builds the cache first
+        run_dir = _prepare_run_dir(cfg) if dist_info.main else Path(cfg.run.out)
+        cache = prepare_cache(cfg, progress=cfg.run.progress and dist_info.main)
     torch.manual_seed(cfg.run.seed)
-    device = pick_device(cfg.run.device)
-    cache = prepare_cache(cfg, progress=cfg.run.progress)
-    maker = BatchMaker(cache, device, channels_last=cfg.run.channels_last)
+    maker = maker_for(cfg, cache, device)
     train_rows, val_rows = cache.rows("train"), cache.rows("val")
+    train_rows = regularizers.training_rows(cache, train_rows, cfg)  # minus G-Blend's V (data.holdout_fraction)
     if len(train_rows) == 0 or len(val_rows) == 0:
         raise ValueError(f"the exam table needs train and val rows (found {len(train_rows)} train, "
                          f"{len(val_rows)} val)")
@@ -151,7 +156,8 @@ def train(cfg: Config, hooks: list[Any] | tuple = ()) -> Path:
     if cfg.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.optim)
-    step_model = torch.compile(model) if cfg.run.compile and hasattr(torch, "compile") else model
+    step_model = compile_or_eager(distributed.wrap(model, dist_info, device, cfg.run.sync_bn), cfg.run.compile)
+    save = ckpt.save_atomic if dist_info.main else (lambda obj, path: None)  # rank 0 writes the run folder
     task = get_task(task_name(cfg))
     hooks = list(regularizers.hooks(cfg)) + list(hooks)
 
@@ -164,11 +170,12 @@ def train(cfg: Config, hooks: list[Any] | tuple = ()) -> Path:
         start_epoch, step, best = state["epoch"] + 1, state["step"], state["best"]
         ckpt.set_rng_state(state["rng"])
         print(f"resuming {run_dir} after epoch {state['epoch']} (step {step}, best val AUC {best:.4f})")
-    _truncate_metrics(run_dir / "metrics.jsonl", start_epoch)
+    if dist_info.main:
+        _truncate_metrics(run_dir / "metrics.jsonl", start_epoch)
 
     ctx = Context(cfg, run_dir, model, optimizer, maker, train_rows, val_rows, start_epoch, step)
     _call(hooks, "on_train_start", ctx)
-    metrics_file = open(run_dir / "metrics.jsonl", "a")
+    metrics_file = open(run_dir / "metrics.jsonl", "a") if dist_info.main else open(os.devnull, "w")
     try:
         for epoch in range(start_epoch, cfg.optim.epochs):
             ctx.epoch = epoch
@@ -176,12 +183,12 @@ def train(cfg: Config, hooks: list[Any] | tuple = ()) -> Path:
             torch.manual_seed(_seed(cfg, epoch, 1))  # input noise, dropout-like draws
             gen = torch.Generator().manual_seed(_seed(cfg, epoch, 2))  # augmentation boxes
             order = epoch_rows(train_rows, cache.labels(train_rows), cfg.run.seed, epoch, cfg.data.neg_ratio)
-            chunks = batches(order, cfg.optim.batch_size)
+            chunks = distributed.global_batches(batches(order, cfg.optim.batch_size), dist_info, cfg.optim.batch_size)
             step_lines, train_probs, train_rows_seen = [], [], []
             model.train()
             bar = _bar(chunks, cfg.run.progress, f"{run_dir.name} epoch {epoch + 1}/{cfg.optim.epochs}")
-            for rows in bar:
-                batch = maker.make(rows, train=True, generator=gen)
+            for _, batch in zip(bar, maker.batches(chunks, train=True, generator=gen, shard=dist_info.shard)):
+                rows = batch["rows"]  # this rank's rows of the global batch
                 view_mask, sample_weight = regularizers.view_mask(cfg.reg, len(rows), gen, device)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.run.precision == "bf16"):
                     out = step_model(batch["cc"], batch["mlo"], view_mask=view_mask)
@@ -212,8 +219,9 @@ def train(cfg: Config, hooks: list[Any] | tuple = ()) -> Path:
                     _check_finite(torch.tensor(float("nan")), run_dir, epoch, s, None, maker)
                 metrics_file.write(json.dumps({"kind": "step", "epoch": epoch, "step": s, **_to_py(ls),
                                                **_to_py(logged)}) + "\n")
-            tp = torch.cat(train_probs).cpu().numpy()
-            ty = cache.labels(np.concatenate(train_rows_seen))
+            tp, seen = distributed.gather_arrays(dist_info, torch.cat(train_probs).cpu().numpy(),
+                                                 np.concatenate(train_rows_seen))
+            ty = cache.labels(seen)
             val = evaluate_rows(model, maker, val_rows, cfg)
             line = {"kind": "epoch", "epoch": epoch, "step": step, "time_s": round(time.time() - t0, 3),
                     "train_loss": float(np.mean([float(ls["loss"]) for _, ls, _ in step_lines])),
@@ -229,11 +237,11 @@ def train(cfg: Config, hooks: list[Any] | tuple = ()) -> Path:
             improved = math.isfinite(score) and score > best
             if improved:
                 best = score
-                ckpt.save_atomic({"model": ckpt.model_state(model), "epoch": epoch, "val_auc_malignant": score},
-                                 run_dir / "best.pt")
-            ckpt.save_atomic({"model": ckpt.model_state(model), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                              "step": step, "best": best, "rng": ckpt.rng_state()}, last_path)
-            if cfg.run.progress:
+                save({"model": ckpt.model_state(model), "epoch": epoch, "val_auc_malignant": score},
+                     run_dir / "best.pt")
+            save({"model": ckpt.model_state(model), "optimizer": optimizer.state_dict(), "epoch": epoch,
+                  "step": step, "best": best, "rng": ckpt.rng_state()}, last_path)
+            if cfg.run.progress and dist_info.main:
                 print(f"{run_dir.name} epoch {epoch + 1}/{cfg.optim.epochs}: train loss {line['train_loss']:.4f}, "
                       f"val AUC malignant {score:.3f} benign {val['auc_benign']:.3f}"
                       f"{' (best)' if improved else ''} [{line['time_s']:.1f} s]", flush=True)
@@ -241,12 +249,14 @@ def train(cfg: Config, hooks: list[Any] | tuple = ()) -> Path:
                 break
         if not (run_dir / "best.pt").exists() and last_path.exists():
             # Validation AUC undefined throughout (one class only): keep the last weights as the selection.
-            ckpt.save_atomic({"model": ckpt.load(last_path)["model"], "epoch": cfg.optim.epochs - 1,
-                              "val_auc_malignant": float("nan")}, run_dir / "best.pt")
+            save({"model": ckpt.load(last_path)["model"], "epoch": cfg.optim.epochs - 1,
+                  "val_auc_malignant": float("nan")}, run_dir / "best.pt")
         _call(hooks, "on_train_end", ctx)
     finally:
         metrics_file.close()
-    (run_dir / "DONE").write_text(f"best_val_auc_malignant {best}\n")
+    if dist_info.main:
+        (run_dir / "DONE").write_text(f"best_val_auc_malignant {best}\n")
+    distributed.cleanup(dist_info)
     return run_dir
 
 

@@ -1,9 +1,12 @@
 """Optimizer structure as data: parameter groups picked by name prefix, each with its own learning rate.
 
-Groups follow the shared vocabulary: ``cc`` (CC column + FC), ``mlo`` (MLO column + FC) and ``shared``
-(everything else: a shared column, the fused output layer, auxiliary heads). Split learning rates set
-lr_g = lr * 10**alpha_g (SPEC section 4). Frozen prefixes get requires_grad=False and no group at all, so
-Adam never touches them (not even weight decay).
+Groups follow the shared vocabulary and one rule (models/registry.parameter_group): ``cc`` (CC column +
+FC, and gradient blending's CC head), ``mlo`` (the same for MLO) and ``shared`` (what reads both views:
+the fused output layer, the Shared family's one column). Split learning rates set
+lr_g = optim.lr * 10**optim.alpha_g (SPEC section 4); the loop logs each group's rate as lr_<group>.
+
+Frozen parameters get no group at all, so Adam never touches them (not even weight decay): those under an
+``optim.freeze`` prefix, and those a regularizer froze before (requires_grad False, e.g. reg.finetune=head).
 """
 from __future__ import annotations
 
@@ -11,18 +14,17 @@ import torch
 from torch import nn
 
 from mvmammo.config import OptimConfig
+from mvmammo.models.registry import parameter_group
 
 GROUPS = ("shared", "cc", "mlo")
+_WRAPPERS = ("module.", "_orig_mod.")  # DistributedDataParallel / torch.compile name prefixes
 
 
 def group_of(name: str) -> str:
-    """Parameter group of a parameter name (prefix before the first dot; aux_cc -> cc, aux_mlo -> mlo)."""
-    head = name.split(".", 1)[0]
-    if head in ("cc", "aux_cc"):
-        return "cc"
-    if head in ("mlo", "aux_mlo"):
-        return "mlo"
-    return "shared"
+    """Learning-rate group of a parameter name: cc, mlo or shared (aux_cc -> cc, aux_mlo -> mlo)."""
+    while name.startswith(_WRAPPERS):
+        name = name.split(".", 1)[1]
+    return parameter_group(name)
 
 
 def is_frozen(name: str, prefixes: tuple[str, ...]) -> bool:
@@ -40,11 +42,13 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     for name, p in model.named_parameters():
         if is_frozen(name, cfg.freeze):
             p.requires_grad_(False)
+        if not p.requires_grad:
             continue
         params[group_of(name)].append(p)
     groups = [{"params": ps, "lr": lrs[g], "name": g} for g, ps in params.items() if ps]
     if not groups:
-        raise ValueError(f"optim.freeze={cfg.freeze} freezes every parameter; nothing would train")
+        raise ValueError(f"every parameter is frozen (optim.freeze={cfg.freeze}, or reg.finetune=head on a model "
+                         "without an output layer); nothing would train")
     return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 

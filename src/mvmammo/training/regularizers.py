@@ -1,60 +1,146 @@
 """Regularizers that act inside the one loop, selected by config: modality dropout (a per-sample view mask
-applied before fusion), model preparation (pretrained columns, freezing) and the hooks they need.
+applied before fusion), model preparation (pretrained columns, freezing, blending weights), the training
+rows (minus gradient blending's held-out V) and the hooks they need. Choices: docs/regularizers.md.
 
-Modality dropout choices (methods.md section 3), with defaults:
-  - each view's 512-d representation is dropped independently per sample with rate reg.moddrop_<view>;
-  - reg.moddrop_rescale: "none" (default; kept views unscaled, so train and test logits differ only by a
-    shift, which AUC ignores) or "inverted" (kept view divided by its keep rate, E[z] unchanged);
+Modality dropout, with defaults:
+  - each view's fc_dim representation h_v is dropped independently per sample with rate q_v =
+    reg.moddrop_<view> in [0, 1];
   - reg.moddrop_both: "resample" (default; a sample with both views dropped is redrawn from the
-    conditional distribution given at least one kept, so every sample trains something), "exclude" (kept in
-    the batch but weighted 0 in the loss) or "allowed" (z = 0, the logit is the bias);
-  - never active in evaluation: the loop only asks for a mask in training steps.
+    conditional distribution given at least one kept, so every sample trains something; the realised
+    marginal drop rate of view v is then q_v (1 - q_other) / (1 - q_cc q_mlo), below q_v), "exclude" (kept
+    in the batch but weighted 0 in the loss) or "allowed" (z = 0, the logit is the bias);
+  - reg.moddrop_rescale: "none" (default; kept views unscaled, so train and test logits differ only by a
+    shift, which AUC ignores) or "inverted" (a kept view divided by its keep probability, so E[z] in
+    training equals z at test; under resample/exclude that probability is the one conditional on at least
+    one view kept, (1 - q_v) / (1 - q_cc q_mlo), among the samples that train);
+  - never active in evaluation: the loop asks for a mask only in training steps (predict passes none);
+  - the realised rates are logged per epoch (moddrop_rate_cc, moddrop_rate_mlo, moddrop_rate_both).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from mvmammo.config import Config, RegularizerConfig
 
+_KEEP_TABLE = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # keep cc only, keep mlo only, keep both
 
-def view_mask(reg: RegularizerConfig, batch: int, generator: torch.Generator, device: torch.device
-              ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(mask (B, 2) for (cc, mlo) or None, sample weight (B,) or None)."""
-    q = torch.tensor([reg.moddrop_cc, reg.moddrop_mlo], dtype=torch.float32)
-    if float(q.max()) <= 0.0:
-        return None, None
+
+class DropStats:
+    """Counts of realised drops since the last reset (CPU integers: logging costs no device sync).
+
+    The loop's call ``view_mask(reg, batch, generator, device)`` is fixed, so the counts live here and
+    :class:`ModDropRates` reads them once per epoch.
+    """
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.samples, self.dropped_cc, self.dropped_mlo, self.dropped_both = 0, 0, 0, 0
+
+    def add(self, keep: torch.Tensor) -> None:
+        dropped = keep == 0  # (B, 2)
+        self.samples += int(keep.shape[0])
+        self.dropped_cc += int(dropped[:, 0].sum())
+        self.dropped_mlo += int(dropped[:, 1].sum())
+        self.dropped_both += int(dropped.all(1).sum())
+
+    def rates(self) -> dict[str, float]:
+        n = max(self.samples, 1)
+        return {"moddrop_rate_cc": self.dropped_cc / n, "moddrop_rate_mlo": self.dropped_mlo / n,
+                "moddrop_rate_both": self.dropped_both / n, "moddrop_samples": self.samples}
+
+
+DROP_STATS = DropStats()
+
+
+def _check(reg: RegularizerConfig) -> torch.Tensor:
+    q = torch.tensor([reg.moddrop_cc, reg.moddrop_mlo], dtype=torch.float32)  # (2,) drop rates (cc, mlo)
+    if bool((q < 0).any()) or bool((q > 1).any()):
+        raise ValueError(f"reg.moddrop_cc/moddrop_mlo are drop rates in [0, 1], got {q.tolist()}")
     if reg.moddrop_rescale not in ("none", "inverted"):
         raise ValueError(f"reg.moddrop_rescale={reg.moddrop_rescale!r}; use none or inverted")
     if reg.moddrop_both not in ("allowed", "exclude", "resample"):
         raise ValueError(f"reg.moddrop_both={reg.moddrop_both!r}; use allowed, exclude or resample")
-    keep = (torch.rand(batch, 2, generator=generator) >= q).float()
+    if reg.moddrop_both == "resample" and float(q.min()) >= 1.0:
+        raise ValueError("reg.moddrop_both=resample needs a drop rate below 1 for at least one view")
+    return q
+
+
+def keep_probability(reg: RegularizerConfig) -> torch.Tensor:
+    """(2,) probability that each view is kept, among the samples that train (see the module doc)."""
+    q = _check(reg)
+    keep = 1 - q
+    if reg.moddrop_both in ("resample", "exclude"):
+        keep = keep / (1 - q[0] * q[1]).clamp(min=1e-12)  # conditional on not both dropped
+    return keep
+
+
+def view_mask(reg: RegularizerConfig, batch: int, generator: torch.Generator, device: torch.device
+              ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(mask (B, 2) for (cc, mlo) or None, sample weight (B,) or None). Draws from ``generator`` only."""
+    if reg.moddrop_cc <= 0.0 and reg.moddrop_mlo <= 0.0:
+        return None, None
+    q = _check(reg)
+    keep = (torch.rand(batch, 2, generator=generator) >= q).float()  # (B, 2): 1 kept, 0 dropped
     weight = None
     both = keep.sum(1) == 0
     if reg.moddrop_both == "resample" and bool(both.any()):
         # Conditional on at least one kept view: P(keep cc only) : P(keep mlo only) : P(both kept).
         p = torch.stack([(1 - q[0]) * q[1], q[0] * (1 - q[1]), (1 - q[0]) * (1 - q[1])])
-        if float(p.sum()) <= 0:
-            raise ValueError("reg.moddrop_both=resample needs a drop rate below 1 for at least one view")
         pick = torch.multinomial(p / p.sum(), int(both.sum()), replacement=True, generator=generator)
-        table = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
-        keep[both] = table[pick]
+        keep[both] = _KEEP_TABLE[pick]
     elif reg.moddrop_both == "exclude":
         weight = (~both).float().to(device)
+    DROP_STATS.add(keep)
     if reg.moddrop_rescale == "inverted":
-        keep = keep / (1 - q).clamp(min=1e-6)
+        keep = keep / keep_probability(reg).clamp(min=1e-6)
     return keep.to(device), weight
 
 
-def prepare_model(model: torch.nn.Module, cfg: Config) -> None:
-    """Initialise from pretrained uni-view runs when asked (see training/pretrain.py)."""
-    if cfg.reg.pretrained_cc or cfg.reg.pretrained_mlo:
-        from mvmammo.training.pretrain import load_pretrained
+class ModDropRates:
+    """Hook: the realised per-view drop rates of the epoch's training samples, in the epoch line."""
 
+    def on_train_start(self, ctx) -> dict:
+        DROP_STATS.reset()
+        return {}
+
+    def on_epoch_end(self, ctx) -> dict:
+        out = DROP_STATS.rates()
+        DROP_STATS.reset()
+        return out
+
+
+def training_rows(cache, rows: np.ndarray, cfg: Config) -> np.ndarray:
+    """The rows the loop trains on: the training split minus gradient blending's held-out V, if any."""
+    if cfg.data.holdout_fraction <= 0:
+        return rows
+    from mvmammo.training.holdout import cache_split
+
+    t_rows, v_rows = cache_split(cache, cfg.data)
+    if cfg.run.progress:
+        print(f"holding out {len(v_rows)} of {len(t_rows) + len(v_rows)} training breasts as V "
+              f"(data.holdout_fraction={cfg.data.holdout_fraction}); training on the other {len(t_rows)}")
+    return t_rows
+
+
+def prepare_model(model: torch.nn.Module, cfg: Config) -> None:
+    """Pretrained columns and head-only fine-tuning (training/pretrain.py), blending weights (blend.py)."""
+    from mvmammo.training.pretrain import apply_finetune, load_pretrained
+
+    if cfg.reg.pretrained_cc or cfg.reg.pretrained_mlo:
         load_pretrained(model, cfg)
+    apply_finetune(model, cfg)
+    if cfg.reg.blend != "none":
+        from mvmammo.training.blend import prepare_blend
+
+        prepare_blend(model, cfg)
 
 
 def hooks(cfg: Config) -> list:
-    """Hooks the config asks for: per-group gradient norms, Loss Change Allocation."""
+    """Hooks the config asks for: per-group gradient norms, Loss Change Allocation, realised modality
+    dropout rates, losses and AUCs on the held-out V."""
     out = []
     if cfg.run.grad_norms:
         from mvmammo.analysis.grad_norms import GradNormHook
@@ -64,4 +150,10 @@ def hooks(cfg: Config) -> list:
         from mvmammo.analysis.lca import LCAHook
 
         out.append(LCAHook(cfg))
+    if cfg.reg.moddrop_cc > 0 or cfg.reg.moddrop_mlo > 0:
+        out.append(ModDropRates())
+    if cfg.data.holdout_fraction > 0:
+        from mvmammo.training.holdout import HoldoutEval
+
+        out.append(HoldoutEval())
     return out

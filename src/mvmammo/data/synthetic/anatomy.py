@@ -184,7 +184,7 @@ def render_background(geo: ViewGeometry, shape: BreastShape, rng: np.random.Gene
     gland = _smoothstep((g - thr) / 0.9 + 0.5) * _smoothstep((1.0 - rho) / 0.1)
 
     fat = 950.0 + 90.0 * detail  # fat lobules and ligaments: low-contrast texture
-    tissue = fat + gland * (1300.0 + 250.0 * detail)
+    tissue = fat + gland * (1100.0 + 250.0 * detail)
     img = thick * tissue
     # Pectoral muscle: dense and fairly uniform, brighter towards the chest wall.
     if geo.view == "mlo":

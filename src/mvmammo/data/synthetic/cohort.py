@@ -26,7 +26,7 @@ from .oracle import compute_oracle, write_oracle
 from .presets import get_preset
 
 # Bump when the generator's output changes, so cached cohorts are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 FULL_SIZE_CC = (2677, 1942)
 FULL_SIZE_MLO = (2974, 1748)
 
@@ -127,7 +127,11 @@ def generate_cohort(out_dir, preset="paper", breasts=600, size_cc=(128, 96), siz
 
 
 def _run(tasks: list[BreastTask], workers, progress: bool):
-    """Make every breast, in order; a pool of ``workers`` processes (spawned: safe next to torch threads)."""
+    """Make every breast, in order, with a pool of ``workers`` processes.
+
+    Forked where the platform can (fast start, and callers need no ``if __name__ == "__main__"`` guard; the
+    workers use numpy/scipy only, never torch), spawned elsewhere.
+    """
     from tqdm.auto import tqdm
 
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
@@ -141,7 +145,8 @@ def _run(tasks: list[BreastTask], workers, progress: bool):
                 bar.update()
             return results
         chunk = max(1, min(16, len(tasks) // (workers * 8)))
-        with mp.get_context("spawn").Pool(workers) as pool:
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        with mp.get_context(method).Pool(workers) as pool:
             results = []
             for res in pool.imap(make_breast_rows, tasks, chunksize=chunk):
                 results.append(res)

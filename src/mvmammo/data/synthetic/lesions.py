@@ -65,10 +65,10 @@ def sample_lesions(rng: np.random.Generator, preset: Preset, benign: bool, malig
             kind = "mass" if rng.uniform() < p_mass else "calc"
             if kind == "mass":
                 radius = rng.uniform(0.035, 0.06) if cls == "benign" else rng.uniform(0.035, 0.065)
-                contrast = rng.uniform(380, 560)
+                contrast = rng.uniform(700, 1000)
             else:
                 radius = rng.uniform(0.015, 0.03) if cls == "benign" else rng.uniform(0.02, 0.035)
-                contrast = rng.uniform(800, 1100)
+                contrast = rng.uniform(1200, 1600)
             vis_cc, vis_mlo = _visibility(rng, preset)
             out.append(Lesion(cls, kind, _sample_position(rng), float(radius), float(contrast),
                               int(rng.integers(2**31)), vis_cc, vis_mlo))

@@ -1,0 +1,22 @@
+"""`mvmammo plot RUN... --out DIR`: the figures that the given run folders have data for."""
+from __future__ import annotations
+
+
+def register(sub) -> None:
+    p = sub.add_parser("plot", help="figures from run folders: learning curves, gradient norms, LCA, "
+                                    "view utilisation")
+    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("--out", required=True, help="folder for the PNG files")
+    p.add_argument("--label", default="malignant", choices=["malignant", "benign"])
+    p.set_defaults(func=run_plot)
+
+
+def run_plot(args) -> int:
+    from pathlib import Path
+
+    from mvmammo.report.figures import all_figures
+
+    made = all_figures(args.runs, Path(args.out), label=args.label)
+    for name, path in made.items():
+        print(f"{name}: {path if path else '(no data in these runs)'}")
+    return 0
