@@ -251,8 +251,8 @@ def weights_table(paths: list[str | Path]) -> str:
     from mvmammo.evaluation.tables import row_name
 
     groups: dict[str, list[tuple[float, float, float]]] = {}
-    for p in map(Path, paths):
-        f = p / "blend_weights.json" if p.is_dir() else p
+    files = [Path(p) / "blend_weights.json" if Path(p).is_dir() else Path(p) for p in paths]
+    for f in dict.fromkeys(x.resolve() for x in files):  # a path named twice (overlapping globs) counts once
         data = json.loads(f.read_text())
         if "estimates" in data:
             for e in data["estimates"]:
