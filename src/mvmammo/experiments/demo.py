@@ -44,7 +44,7 @@ def show_cohort(exp, out: Path, quick: bool) -> Path:
     return table
 
 
-def demo(out: Path, quick: bool = False) -> None:
+def demo(out: Path, quick: bool = False, jobs: int | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     first = experiments.get(DEMO_EXPERIMENTS[0])
@@ -53,7 +53,7 @@ def demo(out: Path, quick: bool = False) -> None:
         exp = experiments.get(name)
         print(f"\n== {exp.reproduces}: {len(exp.rows)} rows x {len(exp.quick_seeds if quick else exp.seeds)} "
               f"seed(s) ==", flush=True)
-        runs = run_experiment(exp, out, quick=quick)
+        runs = run_experiment(exp, out, quick=quick, jobs=jobs)
         report_experiment(exp, runs, out)
         print(f"({time.time() - t0:.0f} s so far)")
     # Training dynamics and view utilisation of table1's Joint runs (analysis/demo_step.py).

@@ -74,6 +74,14 @@ _BALANCED = Preset(
 
 PRESETS: dict[str, Preset] = {
     "balanced": _BALANCED,
+    # A sanity preset for smoke tests and first runs on a new machine: every lesion visible in both views,
+    # large and bright, and a clean imitation patch classifier (no misses, no false positives). A small
+    # network must reach a high AUC on it within a few epochs; if it does not, the pipeline is broken.
+    "easy": replace(
+        _BALANCED, name="easy",
+        description="Sanity check: lesions always visible, large and bright in both views; clean heatmaps.",
+        cc=ViewKnobs(obscure=0.0, contrast=1.6, size=1.4, heatmap_miss=0.0, heatmap_fp=0.0),
+        mlo=ViewKnobs(obscure=0.0, contrast=1.6, size=1.4, heatmap_miss=0.0, heatmap_fp=0.0)),
     "cc-only": replace(
         _BALANCED, name="cc-only",
         description="Lesions are drawn in CC only (never obscured there) and never in MLO: MLO carries no label "
