@@ -28,13 +28,14 @@ def _lca_run(exp, out: Path, quick: bool, seed: int) -> Path:
     from mvmammo.training.loop import train
 
     joint = next(r for r in exp.rows if r.name == "joint")
+    steps, subsample = (LCA_STEPS // 3, LCA_SUBSAMPLE // 2) if quick else (LCA_STEPS, LCA_SUBSAMPLE)
     row = Row("joint_lca", joint.overrides + ("run.lca=true", f"run.lca_every={LCA_EVERY}",
-                                              f"run.lca_subsample={LCA_SUBSAMPLE}", f"run.max_steps={LCA_STEPS}"))
+                                              f"run.lca_subsample={subsample}", f"run.max_steps={steps}"))
     cfg = row_config(exp, row, seed, out, quick)
     run_dir = Path(cfg.run.out)
     if not (run_dir / "DONE").exists():
-        print(f"training {run_dir.name}: Joint with LCA every {LCA_EVERY} steps on {LCA_SUBSAMPLE} breasts, "
-              f"{LCA_STEPS} steps", flush=True)
+        print(f"training {run_dir.name}: Joint with LCA every {LCA_EVERY} steps on {subsample} breasts, "
+              f"{steps} steps", flush=True)
         train(replace(cfg, run=replace(cfg.run, progress=False)))
     return run_dir
 
@@ -53,7 +54,9 @@ def demo_analyses(out: Path, quick: bool = False, experiment: str = "table1") ->
     runs = [Path(r) for r in json.loads(runs_file.read_text())] if runs_file.exists() else []
     print(f"\n== training dynamics and view utilisation ({exp.name}) ==", flush=True)
     lca_run = _lca_run(exp, out, quick, seed)
-    two_view = [r for r in runs if row_name(r) in ("split", "joint", "shared") and r.name.endswith(f"-s{seed}")]
+    # Quick mode (smoke test) analyses the Joint run only.
+    rows_analysed = ("joint",) if quick else ("split", "joint", "shared")
+    two_view = [r for r in runs if row_name(r) in rows_analysed and r.name.endswith(f"-s{seed}")]
     results = []
     for r in two_view:
         res = load_utilization(r) or analyze_run(r, split="test")
