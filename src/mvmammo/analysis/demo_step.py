@@ -66,7 +66,7 @@ def demo_analyses(out: Path, quick: bool = False, experiment: str = "table1") ->
         (out / f"{exp.name}_utilization.txt").write_text(text + "\n")
         print(text)
     joint = [r for r in runs if row_name(r) == "joint"]
-    figs = all_figures(joint + [lca_run] + two_view, out / "analysis", prefix=f"{exp.name}_")
+    figs = all_figures(list(dict.fromkeys(joint + [lca_run] + two_view)), out / "analysis", prefix=f"{exp.name}_")
     for name, path in figs.items():
         if path:
             print(f"{name}: {path}")

@@ -90,7 +90,9 @@ def _waves(exp: Experiment, todo, seeds, out: Path, quick: bool, extra) -> list[
             if cfg.reg.blend == "offline" and cfg.reg.blend_weights_file \
                     and not Path(cfg.reg.blend_weights_file).exists():
                 first.setdefault(cfg.reg.blend_weights_file, ("estimate", cfg))
-            rows.append(("train+evaluate", cfg))
+            run_dir = Path(cfg.run.out)
+            if not ((run_dir / "DONE").exists() and (run_dir / "metrics_test.json").exists()):  # else nothing to do
+                rows.append(("train+evaluate", cfg))
     return [w for w in (list(first.values()), rows) if w]
 
 
