@@ -59,7 +59,8 @@ def load_predictions(run_dir: str | Path, split: str = "test") -> pd.DataFrame:
     return pd.read_csv(path, dtype={"breast_id": str, "patient_id": str})
 
 
-def paired_test(run_a: str | Path, run_b: str | Path, split: str = "test", label: str = "malignant") -> dict:
+def paired_test(run_a: str | Path, run_b: str | Path, split: str = "test", label: str = "malignant"
+                ) -> "metrics.PairedTest":
     """Paired DeLong test of two runs' breast-level predictions on the same breasts."""
     a = breast_level(load_predictions(run_a, split)).set_index("breast_id")
     b = breast_level(load_predictions(run_b, split)).set_index("breast_id")
