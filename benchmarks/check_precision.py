@@ -34,9 +34,13 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp(min=1e-30))
 
 
-def one_pass(model, maker, rows, precision: str, channels_last: bool, device) -> dict:
+def one_pass(model, maker, rows, precision: str, channels_last: bool, device, eps: float = 0.0) -> dict:
     gen = torch.Generator().manual_seed(123)  # the same boxes for both variants
     batch = next(iter(maker.batches([rows], True, gen)))
+    if eps:  # the noise baseline: fp32 with the standardised inputs moved by N(0, eps^2)
+        noise = torch.Generator(device=batch["cc"].device).manual_seed(7)
+        for v in ("cc", "mlo"):
+            batch[v] = batch[v] + eps * torch.randn(batch[v].shape, generator=noise, device=batch[v].device)
     m = model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     m.zero_grad(set_to_none=True)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -67,17 +71,26 @@ def main(argv=None) -> dict:
         rows = np.arange(a.batch)
         ref = one_pass(model, BatchMaker(cache, device), rows, "fp32", False, device)
         model.load_state_dict(state)
+        # Column gradients at initialisation are chaotically sensitive to the input (tests/test_precision.py):
+        # bf16 is judged against the change a 1e-2 input perturbation causes in fp32.
+        noisy = one_pass(model, BatchMaker(cache, device), rows, "fp32", False, device, eps=1e-2)
+        model.load_state_dict(state)
         fast_maker = BatchMaker(cache, device, channels_last=True, dtype=torch.bfloat16, prefetch=2)
         fast = one_pass(model, fast_maker, rows, "bf16", True, device)
-    cols = {g: rel(torch.cat([fast["grads"][n].flatten() for n in ref["grads"] if n.startswith(g)]),
-                   torch.cat([ref["grads"][n].flatten() for n in ref["grads"] if n.startswith(g)]))
-            for g in ("cc", "mlo", "shared")}
+    def group(d, g):
+        return torch.cat([d["grads"][n].flatten() for n in ref["grads"] if n.startswith(g)])
+
+    groups = ("cc", "mlo", "shared")
+    cols = {g: rel(group(fast, g), group(ref, g)) for g in groups}
+    base = {g: rel(group(noisy, g), group(ref, g)) for g in groups}
     res = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu", "size": a.size,
            "batch": a.batch, "rel_logits": rel(fast["logits"], ref["logits"]),
            "rel_loss": rel(fast["loss"], ref["loss"]), "loss_fp32": float(ref["loss"]),
-           "loss_bf16": float(fast["loss"]), **{f"rel_grad_{g}": v for g, v in cols.items()}}
-    res["pass"] = bool(res["rel_logits"] < TOL["logits"] and res["rel_loss"] < TOL["loss"]
-                       and all(v < TOL["grad"] for v in cols.values())
+           "loss_bf16": float(fast["loss"]), **{f"rel_grad_{g}": v for g, v in cols.items()},
+           **{f"rel_grad_{g}_fp32_noise_baseline": v for g, v in base.items()}}
+    res["rel_logits_fp32_noise_baseline"] = rel(noisy["logits"], ref["logits"])
+    res["pass"] = bool(res["rel_logits"] < max(TOL["logits"], 1.5 * res["rel_logits_fp32_noise_baseline"]) and res["rel_loss"] < TOL["loss"]
+                       and all(cols[g] < max(TOL["grad"], 1.5 * base[g]) for g in groups)
                        and all(np.isfinite(v) for v in res.values() if isinstance(v, float)))
     print(json.dumps(res), flush=True)
     Path(a.out).mkdir(parents=True, exist_ok=True)

@@ -37,3 +37,20 @@ def test_bf16_matches_fp32_within_its_noise():
         assert rel(g16[group]) <= max(1.5 * rel(gpert[group]), 0.05), group
         cos = torch.nn.functional.cosine_similarity(g16[group], g32[group], dim=0)
         assert cos > 0.7, group
+
+
+def test_precision_check_script_small_cpu(tmp_path):
+    """benchmarks/check_precision.py (the GPU call's first step) runs on the CPU and passes against its baseline."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "check_precision.py"
+    spec = importlib.util.spec_from_file_location("check_precision", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    res = module.main(["--size", "small", "--device", "cpu", "--out", str(tmp_path)])
+    assert (tmp_path / "precision.json").exists()
+    assert res["pass"] is True
+    assert res["rel_loss"] < 2e-2
+    for g in ("cc", "mlo", "shared"):
+        assert res[f"rel_grad_{g}"] <= 1.5 * res[f"rel_grad_{g}_fp32_noise_baseline"]

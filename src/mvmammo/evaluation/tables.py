@@ -6,7 +6,6 @@ Runs are grouped into rows by folder name: ``<row>-s<seed>`` (e.g. joint-s0, joi
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -16,20 +15,7 @@ from mvmammo import LABELS
 from mvmammo.evaluation.ensemble import ensemble
 from mvmammo.evaluation.evaluate import auc_report, load_predictions
 from mvmammo.evaluation.metrics import auc
-
-_SEED = re.compile(r"^(.*)-s\d+$")
-
-
-def row_name(run_dir: Path) -> str:
-    m = _SEED.match(run_dir.name)
-    return m.group(1) if m else run_dir.name
-
-
-def group_runs(runs: list[str | Path]) -> dict[str, list[Path]]:
-    rows: dict[str, list[Path]] = {}
-    for r in runs:
-        rows.setdefault(row_name(Path(r)), []).append(Path(r))
-    return rows
+from mvmammo.report.runs import group_runs
 
 
 def table(runs: list[str | Path], split: str = "test", n_boot: int = 1000) -> pd.DataFrame:

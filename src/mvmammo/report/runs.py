@@ -27,7 +27,7 @@ def row_name(run_dir: str | Path) -> str:
 
 
 def group_runs(runs) -> dict[str, list[Path]]:
-    """{row: [run folders]} in the order first seen (the same grouping as evaluation.tables)."""
+    """{row: [run folders]} in the order first seen (tables and figures group runs this way)."""
     rows: dict[str, list[Path]] = {}
     for r in runs:
         rows.setdefault(row_name(r), []).append(Path(r))

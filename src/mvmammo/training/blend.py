@@ -248,7 +248,7 @@ def weights_table(paths: list[str | Path]) -> str:
     """
     import numpy as np
 
-    from mvmammo.evaluation.tables import row_name
+    from mvmammo.report.runs import row_name
 
     groups: dict[str, list[tuple[float, float, float]]] = {}
     files = [Path(p) / "blend_weights.json" if Path(p).is_dir() else Path(p) for p in paths]
