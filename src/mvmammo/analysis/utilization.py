@@ -155,22 +155,10 @@ def analyze_model(model, maker, rows_by_split: dict[str, np.ndarray], split: str
 def analyze_run(run_dir: str | Path, split: str = "test", checkpoint: str = "best", device: str | None = None,
                 n_perm: int = 5, probes: bool = True) -> dict:
     """Load a run folder's checkpoint, compute everything, write utilization[_<split>].json; return it."""
-    from mvmammo import config as config_mod
-    from mvmammo.models.registry import build_model
-    from mvmammo.training import checkpoint as ckpt
-    from mvmammo.training.inputs import BatchMaker, pick_device, prepare_cache
+    from mvmammo.evaluation.loading import open_run
 
-    run_dir = Path(run_dir)
-    cfg = config_mod.load(run_dir / "config.json")
-    dev = pick_device(device or cfg.run.device)
-    cache = prepare_cache(cfg, progress=False)
-    model = build_model(cfg.model, in_channels=cache.spec.channels)
-    path = run_dir / f"{checkpoint}.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no checkpoint; train the run first (mvmammo train ...)")
-    ckpt.load_model_state(model, ckpt.load(path)["model"])
-    model.to(dev)
-    maker = BatchMaker(cache, dev)
+    run = open_run(run_dir, checkpoint, device)
+    run_dir, cfg, cache, model, maker, dev = run.run_dir, run.cfg, run.cache, run.model, run.maker, run.device
     rows = {s: cache.rows(s) for s in ("train", "val", split)}
     res = {"run": run_dir.name, "family": cfg.model.family, "split": split, "checkpoint": checkpoint,
            **analyze_model(model, maker, rows, split, dev, n_perm=n_perm, seed=cfg.run.seed, probes=probes)}

@@ -4,33 +4,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
 
 from mvmammo import LABELS
-from mvmammo import config as config_mod
 from mvmammo.evaluation import metrics
+from mvmammo.evaluation.loading import open_run
 from mvmammo.evaluation.predict import breast_level, predict_rows, predictions_table
-from mvmammo.models.registry import build_model
-from mvmammo.training import checkpoint as ckpt
-from mvmammo.training.inputs import BatchMaker, pick_device, prepare_cache
 
 
 def evaluate_run(run_dir: str | Path, split: str = "test", tta: int | None = None, checkpoint: str = "best",
                  n_boot: int = 1000, device: str | None = None, progress: bool = False) -> dict:
-    run_dir = Path(run_dir)
-    cfg = config_mod.load(run_dir / "config.json")
+    run = open_run(run_dir, checkpoint, device, progress)
+    run_dir, cfg, cache, model, maker = run.run_dir, run.cfg, run.cache, run.model, run.maker
     tta = cfg.run.tta if tta is None else tta
-    dev = pick_device(device or cfg.run.device)
-    cache = prepare_cache(cfg, progress=progress)
-    model = build_model(cfg.model, in_channels=cache.spec.channels)
-    path = run_dir / f"{checkpoint}.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no checkpoint; train the run first (mvmammo train ...)")
-    ckpt.load_model_state(model, ckpt.load(path)["model"])
-    model.to(dev)
-    maker = BatchMaker(cache, dev, channels_last=cfg.run.channels_last)
     rows = cache.rows(split)
     probs = predict_rows(model, maker, rows, tta=tta, batch_size=max(cfg.optim.batch_size, 32),
                          seed=cfg.run.seed, precision=cfg.run.precision)
