@@ -11,7 +11,7 @@ from mvmammo.config import Config
 from mvmammo.data.cache import WindowCache
 from mvmammo.models.registry import build_model
 from mvmammo.training import checkpoint as ckpt
-from mvmammo.training.inputs import BatchMaker, pick_device, prepare_cache
+from mvmammo.training.inputs import BatchMaker, maker_for, pick_device, prepare_cache
 
 
 @dataclass
@@ -37,5 +37,5 @@ def open_run(run_dir: str | Path, checkpoint: str = "best", device: str | None =
         raise FileNotFoundError(f"{path}: no checkpoint; train the run first (mvmammo train ...)")
     ckpt.load_model_state(model, ckpt.load(path)["model"])
     model.to(dev).eval()
-    maker = BatchMaker(cache, dev, channels_last=cfg.run.channels_last)
+    maker = maker_for(cfg, cache, dev)  # the same input path (fast-path switches) as training
     return OpenRun(run_dir, cfg, model, cache, maker, dev)

@@ -114,11 +114,9 @@ def run_experiment(exp: Experiment, out: str | Path, quick: bool = False, seeds:
     built = set()
     for wave in waves:
         for _, cfg in wave:
-            key = (cfg.data.table, cfg.data.synth_preset, cfg.data.synth_breasts, cfg.data.synth_seed,
-                   cfg.data.size_cc, cfg.data.size_mlo, cfg.data.heatmaps, cfg.data.aug_noise_px, cfg.data.cache_dir)
-            if key not in built:
+            if cfg.data not in built:  # the data config decides the cohort and the cache (frozen: hashable)
                 prepare_cache(cfg, progress=True)
-                built.add(key)
+                built.add(cfg.data)
     total, done = sum(len(w) for w in waves), 0
     for wave in waves:
         if jobs == 1:
