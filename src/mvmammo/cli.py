@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -16,6 +17,8 @@ from mvmammo import __version__, commands
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mvmammo", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mvmammo {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback on errors (also MVMAMMO_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{commands.__name__}.{info.name}")
@@ -23,7 +26,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _debug(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("MVMAMMO_DEBUG", "") not in ("", "0")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug(argv)
+    # --debug is accepted anywhere on the line (before or after the subcommand).
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -34,6 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; runs resume from their last checkpoint (run the same command again)", file=sys.stderr)
         return 130
+    except Exception as exc:  # every failure ends in one line; the traceback only when asked for
+        if debug:
+            raise
+        print(f"error: {_message(exc)}", file=sys.stderr)
+        return getattr(exc, "exit_code", 1)
+
+
+def _message(exc: BaseException) -> str:
+    from mvmammo.errors import MvError, one_line
+
+    if isinstance(exc, (MvError, OSError, ValueError, LookupError)) or type(exc).__module__.startswith("mvmammo"):
+        return one_line(exc)
+    # Not an error we raise on purpose: say so, so that it gets reported rather than worked around.
+    return (f"unexpected {type(exc).__name__}: {one_line(exc)} (rerun with --debug for the traceback and "
+            "report it)")
 
 
 if __name__ == "__main__":

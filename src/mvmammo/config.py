@@ -33,8 +33,18 @@ class DataConfig:
     aug_noise_px: float = 100.0
     full_height: int = 2677
     cache_dir: str = ""  # empty = <run dir>/../cache (shared across runs of one experiment)
-    # Each epoch: all breasts with a label + neg_ratio x as many label-free ones, drawn afresh (paper: 1).
+    # A window cache built beforehand (`mvmammo cache TABLE --out DIR`): train/evaluate/predict read it as is
+    # (its own meta.json says channels and sizes); empty = build or reuse one under cache_dir.
+    cache: str = ""
+    # Breasts with one view: drop (default) | mask (kept; the absent view is masked out of the fusion).
+    missing_view: str = "drop"
+    # Source windows are resized to size_* keeping their aspect ratio (zero padding) unless false
+    # (false = stretch each axis independently).
+    keep_aspect: bool = True
+    # Each epoch: all positives + neg_ratio x as many negatives, drawn afresh (paper: 1). The unit is the
+    # exam (paper: every exam with a biopsy record, both breasts of each) or the breast.
     neg_ratio: float = 1.0
+    sampling: str = "exam"  # exam | breast
     # Gradient blending's held-out part V of the TRAINING split (by patient, stratified by label): the
     # loop trains on train \ V and logs holdout_* / train_eval_* per epoch. 0 = off (train on all of it).
     holdout_fraction: float = 0.0
