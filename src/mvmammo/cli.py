@@ -6,6 +6,7 @@ Each module in :mod:`mvmammo.commands` defines ``register(subparsers)``, adding 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import pkgutil
@@ -14,8 +15,15 @@ import sys
 from mvmammo import __version__, commands
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with our failure format: one `error:` line naming the command, exit 2."""
+
+    def error(self, message: str):  # noqa: D102 - argparse API
+        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mvmammo", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="mvmammo", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"mvmammo {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback on errors (also MVMAMMO_DEBUG=1)")
@@ -52,9 +60,24 @@ def main(argv: list[str] | None = None) -> int:
         return getattr(exc, "exit_code", 1)
 
 
+_OS_HINTS = {
+    errno.EACCES: "choose a location you can write to, or fix its permissions",
+    errno.EPERM: "choose a location you can write to, or fix its permissions",
+    errno.EROFS: "the file system is read-only: choose another location",
+    errno.ENOSPC: "the disk is full: free space there and rerun (runs and caches resume)",
+    errno.ENOTDIR: "a file stands where a folder is needed: choose another path",
+    errno.EEXIST: "something is already there: choose another path",
+    errno.EISDIR: "a folder stands where a file is needed: give a file path",
+    errno.ENOENT: "check the path",
+}
+
+
 def _message(exc: BaseException) -> str:
     from mvmammo.errors import MvError, one_line
 
+    if isinstance(exc, OSError) and not isinstance(exc, MvError) and exc.filename is not None:
+        hint = _OS_HINTS.get(exc.errno, "check the path")
+        return f"{exc.filename}: {exc.strerror or one_line(exc)}; {hint}"
     if isinstance(exc, (MvError, OSError, ValueError, LookupError)) or type(exc).__module__.startswith("mvmammo"):
         return one_line(exc)
     # Not an error we raise on purpose: say so, so that it gets reported rather than worked around.

@@ -29,15 +29,11 @@ def run(args) -> int:
     cfg = _resolve(args)
     if cfg is None:
         return 2
-    from mvmammo.data.cache import CacheError
-    from mvmammo.data.exams import TableError
-    from mvmammo.training.loop import ConfigMismatch, TrainingDiverged, train
+    from mvmammo.training.checks import check
+    from mvmammo.training.loop import train
 
-    try:
-        run_dir = train(cfg)
-    except (TableError, CacheError, ConfigMismatch, TrainingDiverged) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    check(cfg)  # exit 2 naming every bad key, before a run folder exists
+    run_dir = train(cfg)  # failures reach mvmammo.cli as one `error:` line
     print(f"run folder: {run_dir}")
     return 0
 

@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from mvmammo import runlog
+
 
 def read_metrics(run_dir: str | Path, kind: str = "epoch") -> pd.DataFrame:
     """The lines of metrics.jsonl of one kind ("epoch" or "step") as a table."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no metrics; is {run_dir} a run folder?")
-    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+    rows = runlog.records(path)  # a torn last line (a killed run) is skipped
     return pd.DataFrame([r for r in rows if r.get("kind") == kind])
 
 
@@ -39,7 +41,7 @@ def read_lca(run_dir: str | Path) -> pd.DataFrame:
     path = Path(run_dir) / "lca.jsonl"
     if not path.exists():
         return pd.DataFrame()
-    return pd.DataFrame([json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()])
+    return pd.DataFrame(runlog.records(path))
 
 
 def family(run_dir: str | Path) -> str:

@@ -11,7 +11,7 @@ merged into the step or epoch line of metrics.jsonl.
 """
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import os
 import subprocess
@@ -24,13 +24,17 @@ import numpy as np
 import torch
 
 from mvmammo import config as config_mod
+from mvmammo import runlog
 from mvmammo.config import Config
+from mvmammo.errors import MvError
 from mvmammo.data.sampler import batches, epoch_rows
 from mvmammo.evaluation.metrics import auc
 from mvmammo.evaluation.predict import predict_rows
 from mvmammo.models.registry import build_model
+from mvmammo.runlock import hold_run
 from mvmammo.training import checkpoint as ckpt
 from mvmammo.training import distributed
+from mvmammo.training.checks import check as check_config
 from mvmammo.training import regularizers
 from mvmammo.training.accel import compile_or_eager
 from mvmammo.training.inputs import BatchMaker, maker_for, prepare_cache
@@ -38,11 +42,17 @@ from mvmammo.training.optim import build_optimizer, current_lrs
 from mvmammo.training.tasks import get_task, task_name
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+# A step loss this many times the first epoch's level is a divergence even when finite (optim.lr=1e6 reaches
+# 1e20 and would otherwise "finish"). BCE summed over the two labels starts near 1.4; a run that is merely
+# unstable stays within tens of that, so 1000x leaves honest runs alone and catches explosions early.
+EXPLOSION_FACTOR = 1000.0
 
 
-class ConfigMismatch(RuntimeError):
+class TrainingDiverged(MvError):
+    """The loss became NaN, infinite or exploded; the last good checkpoint is kept."""
+
+
+class ConfigMismatch(MvError):
     """A run folder holds a run with a different config; resuming it would mix two experiments."""
 
 
@@ -81,6 +91,7 @@ def _resume_key(cfg: Config) -> dict:
     """The parts of a config that must match to resume a run (the epoch budget and logging may change)."""
     d = config_mod.to_dict(cfg)
     d["optim"].pop("epochs")
+    d["data"].pop("cache_dir", None)  # where derived windows live, not what they are (the cache key says that)
     for k in ("progress", "max_steps", "out", "device", "num_workers", "tta", "prefetch"):
         d["run"].pop(k)
     return d
@@ -91,20 +102,21 @@ def _prepare_run_dir(cfg: Config) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / "config.json"
     if cfg_path.exists() and (run_dir / "last.pt").exists():
-        if _resume_key(config_mod.load(cfg_path)) != _resume_key(cfg):
-            raise ConfigMismatch(f"{run_dir} holds a run with a different config ({cfg_path}); use another "
-                                 "run.out, or delete the folder to start again")
+        old, new = _resume_key(config_mod.load(cfg_path)), _resume_key(cfg)
+        if old != new:
+            keys = [f"{sec}.{k}" for sec in new for k in new[sec] if old.get(sec, {}).get(k) != new[sec][k]]
+            raise ConfigMismatch(f"{run_dir} holds a run with a different config ({', '.join(keys[:6])} differ from "
+                                 f"{cfg_path}); use another run.out, or delete the folder to start again")
     config_mod.save(cfg, cfg_path)
     (run_dir / "git_revision.txt").write_text(_git_revision() + "\n")
     return run_dir
 
 
 def _truncate_metrics(path: Path, keep_before_epoch: int) -> None:
-    """Drop metric lines of epochs that will be recomputed after a resume."""
-    if not path.exists():
-        return
-    kept = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln).get("epoch", 0) < keep_before_epoch]
-    path.write_text("".join(ln + "\n" for ln in kept))
+    """Drop metric lines of epochs that will be recomputed after a resume, and any torn line (a kill mid-write)."""
+    torn = runlog.truncate(path, keep_before_epoch)
+    if torn:
+        print(f"{path}: dropped {torn} incomplete line(s) left by an interrupted write")
 
 
 def _call(hooks, name: str, ctx: Context) -> dict:
@@ -137,8 +149,20 @@ def evaluate_rows(model, maker: BatchMaker, rows: np.ndarray, cfg: Config) -> di
 
 
 def train(cfg: Config, hooks: list[Any] | tuple = ()) -> Path:
-    """Train (or resume) the run of ``cfg`` into cfg.run.out; returns the run folder."""
+    """Train (or resume) the run of ``cfg`` into cfg.run.out; returns the run folder.
+
+    The config is checked before anything is written; the run folder is locked (one process per folder,
+    released by the OS if this process dies) for the whole run by the process that writes it (rank 0).
+    """
+    check_config(cfg)
     dist_info, device = distributed.setup(cfg.run.device)  # torchrun: one process per GPU
+    with contextlib.ExitStack() as stack:
+        if dist_info.main:
+            stack.enter_context(hold_run(cfg.run.out, "train"))
+        return _train(cfg, hooks, dist_info, device)
+
+
+def _train(cfg: Config, hooks, dist_info, device) -> Path:
     with distributed.main_first(dist_info):  # rank 0 writes the run folder and builds the cache first
         run_dir = _prepare_run_dir(cfg) if dist_info.main else Path(cfg.run.out)
         cache = prepare_cache(cfg, progress=cfg.run.progress and dist_info.main)
@@ -147,8 +171,9 @@ def train(cfg: Config, hooks: list[Any] | tuple = ()) -> Path:
     train_rows, val_rows = cache.rows("train"), cache.rows("val")
     train_rows = regularizers.training_rows(cache, train_rows, cfg)  # minus G-Blend's V (data.holdout_fraction)
     if len(train_rows) == 0 or len(val_rows) == 0:
-        raise ValueError(f"the exam table needs train and val rows (found {len(train_rows)} train, "
-                         f"{len(val_rows)} val)")
+        raise MvError(f"{cfg.data.table or 'the synthetic cohort'}: training needs rows with split 'train' and "
+                      f"'val' (found {len(train_rows)} train, {len(val_rows)} val); assign a validation split "
+                      "by patient in the exam table")
 
     model = build_model(cfg.model, in_channels=cache.spec.channels)
     regularizers.prepare_model(model, cfg)  # pretrained columns, frozen groups
@@ -162,12 +187,14 @@ def train(cfg: Config, hooks: list[Any] | tuple = ()) -> Path:
     hooks = list(regularizers.hooks(cfg)) + list(hooks)
 
     start_epoch, step, best = 0, 0, -math.inf
+    loss_ref: float | None = None  # the first epoch's mean training loss (divergence reference)
     last_path = run_dir / "last.pt"
     if last_path.exists():
         state = ckpt.load(last_path, map_location=device)
-        ckpt.load_model_state(model, state["model"])
+        ckpt.load_model_state(model, state["model"], path=last_path)
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, step, best = state["epoch"] + 1, state["step"], state["best"]
+        loss_ref = state.get("loss_ref")
         ckpt.set_rng_state(state["rng"])
         print(f"resuming {run_dir} after epoch {state['epoch']} (step {step}, best val AUC {best:.4f})")
     if dist_info.main:
@@ -182,7 +209,8 @@ def train(cfg: Config, hooks: list[Any] | tuple = ()) -> Path:
             t0 = time.time()
             torch.manual_seed(_seed(cfg, epoch, 1))  # input noise, dropout-like draws
             gen = torch.Generator().manual_seed(_seed(cfg, epoch, 2))  # augmentation boxes
-            order = epoch_rows(train_rows, cache.labels(train_rows), cfg.run.seed, epoch, cfg.data.neg_ratio)
+            order = epoch_rows(train_rows, cache.labels(train_rows), cfg.run.seed, epoch, cfg.data.neg_ratio,
+                               cfg.data.sampling, cache.index)
             chunks = distributed.global_batches(batches(order, cfg.optim.batch_size), dist_info, cfg.optim.batch_size)
             step_lines, train_probs, train_rows_seen = [], [], []
             model.train()
@@ -190,6 +218,9 @@ def train(cfg: Config, hooks: list[Any] | tuple = ()) -> Path:
             for _, batch in zip(bar, maker.batches(chunks, train=True, generator=gen, shard=dist_info.shard)):
                 rows = batch["rows"]  # this rank's rows of the global batch
                 view_mask, sample_weight = regularizers.view_mask(cfg.reg, len(rows), gen, device)
+                present = batch.get("present")  # (B, 2) [cc, mlo]: breasts with one view (data.missing_view=mask)
+                if present is not None:
+                    view_mask = present if view_mask is None else view_mask * present
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.run.precision == "bf16"):
                     out = step_model(batch["cc"], batch["mlo"], view_mask=view_mask)
                 if sample_weight is not None:
@@ -197,7 +228,7 @@ def train(cfg: Config, hooks: list[Any] | tuple = ()) -> Path:
                 losses = task(out, batch, cfg)
                 loss = losses["loss"]
                 if device.type == "cpu" or step % 50 == 0:
-                    _check_finite(loss, run_dir, epoch, step, batch, maker)
+                    _check_finite(loss, run_dir, epoch, step, batch, maker, _limit(loss_ref, step_lines))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 ctx.step, ctx.batch, ctx.out, ctx.losses = step, batch, out, losses
@@ -215,10 +246,9 @@ def train(cfg: Config, hooks: list[Any] | tuple = ()) -> Path:
                     break
             # One host synchronisation per epoch for the step lines.
             for s, ls, logged in step_lines:
-                if not all(math.isfinite(float(v)) for v in ls.values()):
-                    _check_finite(torch.tensor(float("nan")), run_dir, epoch, s, None, maker)
-                metrics_file.write(json.dumps({"kind": "step", "epoch": epoch, "step": s, **_to_py(ls),
-                                               **_to_py(logged)}) + "\n")
+                _check_finite(ls["loss"], run_dir, epoch, s, None, maker, _limit(loss_ref, step_lines))
+                metrics_file.write(runlog.dumps({"kind": "step", "epoch": epoch, "step": s, **_to_py(ls),
+                                                 **_to_py(logged)}) + "\n")
             tp, seen = distributed.gather_arrays(dist_info, torch.cat(train_probs).cpu().numpy(),
                                                  np.concatenate(train_rows_seen))
             ty = cache.labels(seen)
@@ -231,8 +261,10 @@ def train(cfg: Config, hooks: list[Any] | tuple = ()) -> Path:
                     "val_loss": val["loss"], "breasts": int(len(order)),
                     **{f"lr_{k}": v for k, v in current_lrs(optimizer).items()}}
             line.update(_to_py(_call(hooks, "on_epoch_end", ctx)))
-            metrics_file.write(json.dumps(line) + "\n")
+            metrics_file.write(runlog.dumps(line) + "\n")
             metrics_file.flush()
+            if loss_ref is None and math.isfinite(line["train_loss"]):
+                loss_ref = line["train_loss"]
             score = val["auc_malignant"]
             improved = math.isfinite(score) and score > best
             if improved:
@@ -240,7 +272,7 @@ def train(cfg: Config, hooks: list[Any] | tuple = ()) -> Path:
                 save({"model": ckpt.model_state(model), "epoch": epoch, "val_auc_malignant": score},
                      run_dir / "best.pt")
             save({"model": ckpt.model_state(model), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                  "step": step, "best": best, "rng": ckpt.rng_state()}, last_path)
+                  "step": step, "best": best, "loss_ref": loss_ref, "rng": ckpt.rng_state()}, last_path)
             if cfg.run.progress and dist_info.main:
                 print(f"{run_dir.name} epoch {epoch + 1}/{cfg.optim.epochs}: train loss {line['train_loss']:.4f}, "
                       f"val AUC malignant {score:.3f} benign {val['auc_benign']:.3f}"
@@ -260,16 +292,32 @@ def train(cfg: Config, hooks: list[Any] | tuple = ()) -> Path:
     return run_dir
 
 
-def _check_finite(loss: torch.Tensor, run_dir: Path, epoch: int, step: int, batch, maker) -> None:
-    if torch.isfinite(loss).all():
+def _limit(loss_ref: float | None, step_lines: list) -> float:
+    """The loss above which a finite loss counts as an explosion: EXPLOSION_FACTOR x the first epoch's mean
+    training loss, or, during the first epoch, x the first step's loss."""
+    ref = loss_ref
+    if ref is None and step_lines:
+        ref = float(step_lines[0][1]["loss"])
+    if ref is None or not math.isfinite(ref):
+        return math.inf
+    return EXPLOSION_FACTOR * max(ref, 1e-3)
+
+
+def _check_finite(loss: torch.Tensor, run_dir: Path, epoch: int, step: int, batch, maker,
+                  limit: float = math.inf) -> None:
+    value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+    if math.isfinite(value) and value <= limit:
         return
     ids = ""
     if batch is not None:
         ids = ", breasts " + ", ".join(maker.cache.index.breast_id.iloc[batch["rows"]].astype(str).tolist()[:8])
-    raise TrainingDiverged(
-        f"{run_dir}: loss is {float(loss.detach())} at epoch {epoch + 1}, step {step}{ids}. The last good checkpoint "
-        f"({run_dir / 'last.pt'}) is kept; lower optim.lr, set optim.grad_clip, or check those images, "
-        "then rerun to resume.")
+    what = f"loss is {value}" if not math.isfinite(value) else \
+        f"loss exploded to {value:.3g} (more than {EXPLOSION_FACTOR:g}x its first-epoch level)"
+    last = run_dir / "last.pt"
+    kept = (f"The last good checkpoint ({last}) is kept; lower optim.lr, set optim.grad_clip, or check those "
+            "images, then rerun to resume.") if last.exists() else \
+        "No checkpoint was written yet; lower optim.lr or set optim.grad_clip, or check those images, and rerun."
+    raise TrainingDiverged(f"{run_dir}: training diverged: {what} at epoch {epoch + 1}, step {step}{ids}. {kept}")
 
 
 def _bar(items, enabled: bool, desc: str):
