@@ -123,6 +123,7 @@ class RunConfig:
     lca_subsample: int = 64
     lca_tol: float = 0.05
     max_steps: int = 0  # 0 = no limit; a cap for smoke tests
+    tensorboard: bool = False  # also write TensorBoard event files into the run folder (pip install tensorboard)
 
 
 @dataclass(frozen=True)

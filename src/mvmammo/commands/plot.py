@@ -14,8 +14,12 @@ def register(sub) -> None:
 def run_plot(args) -> int:
     from pathlib import Path
 
+    from mvmammo.errors import MvError
     from mvmammo.report.figures import all_figures
 
+    for r in args.runs:
+        if not (Path(r) / "config.json").is_file():
+            raise MvError(f"{r}: not a run folder (no config.json); give folders written by `mvmammo train`")
     made = all_figures(args.runs, Path(args.out), label=args.label)
     for name, path in made.items():
         print(f"{name}: {path if path else '(no data in these runs)'}")
