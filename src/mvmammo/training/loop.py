@@ -92,7 +92,7 @@ def _resume_key(cfg: Config) -> dict:
     d = config_mod.to_dict(cfg)
     d["optim"].pop("epochs")
     d["data"].pop("cache_dir", None)  # where derived windows live, not what they are (the cache key says that)
-    for k in ("progress", "max_steps", "out", "device", "num_workers", "tta", "prefetch"):
+    for k in ("progress", "max_steps", "out", "device", "tta", "prefetch"):
         d["run"].pop(k)
     return d
 
@@ -240,6 +240,7 @@ def _train(cfg: Config, hooks, dist_info, device) -> Path:
                 ctx.step = step
                 logged.update(_call(hooks, "after_step", ctx))
                 step_lines.append((step, {k: v.detach() for k, v in losses.items()}, logged))
+                _inject_fault(step, dist_info)
                 train_probs.append(torch.sigmoid(out["logits"].detach().float()))
                 train_rows_seen.append(rows)
                 if cfg.run.max_steps and step >= cfg.run.max_steps:
@@ -290,6 +291,19 @@ def _train(cfg: Config, hooks, dist_info, device) -> Path:
         (run_dir / "DONE").write_text(f"best_val_auc_malignant {best}\n")
     distributed.cleanup(dist_info)
     return run_dir
+
+
+def _inject_fault(step: int, dist_info) -> None:
+    """Fault injection for the elastic-restart test: MVMAMMO_FAULT_KILL="RANK:STEP" makes that rank SIGKILL itself
+    after that optimizer step, on torchrun's first attempt only (TORCHELASTIC_RESTART_COUNT=0). Unset: nothing."""
+    spec = os.environ.get("MVMAMMO_FAULT_KILL")
+    if not spec or os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") != "0":
+        return
+    rank, at = (int(x) for x in spec.split(":"))
+    if dist_info.rank == rank and step == at:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _limit(loss_ref: float | None, step_lines: list) -> float:
