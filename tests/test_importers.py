@@ -257,3 +257,166 @@ def test_splits_are_by_patient_deterministic_and_seeded():
         assign_splits(pids, (0.6, 0.2, 0.2), 2)
     assert a == b and a != c
     assert sorted(pd.Series(a).value_counts().to_dict().items()) == [("test", 10), ("train", 30), ("val", 10)]
+
+
+# ---- labels optional, one view, failures in one line (issues 10 and 11) --------------------------------
+
+def _one_error(err: str) -> str:
+    errors = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and "Traceback" not in err, err
+    return errors[0]
+
+
+def _nyu_variant(tmp_path, edit) -> Path:
+    from mvmammo.data import safe_pickle
+
+    data = safe_pickle.load(NYU_SAMPLE / "exam_list_before_cropping.pkl")
+    for i, exam in enumerate(data):
+        edit(i, exam)
+    path = tmp_path / "exam_list.pkl"
+    path.write_bytes(pickle.dumps(data))
+    return path
+
+
+def test_nyu_exam_list_without_cancer_labels_imports_unlabelled(tmp_path, capsys):
+    if not NYU_SAMPLE.exists():
+        pytest.skip("NYU sample exam not available")
+    path = _nyu_variant(tmp_path, lambda i, e: e.pop("cancer_label"))  # NYU's own sample list has none
+    out = tmp_path / "t.csv"
+    assert main(["import", "nyu", str(path), "--images", str(NYU_SAMPLE / "images"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "unknown labels 2" in printed and "labels are -1 (unknown)" in printed
+    t = exams.load_valid(out, require_labels=False)
+    assert t["benign"].tolist() == [-1, -1] and t["malignant"].tolist() == [-1, -1] and not exams.labelled(t)
+    with pytest.raises(exams.TableError, match="--no-labels"):
+        exams.load_valid(out)  # training and evaluation keep requiring labels
+
+
+@pytest.mark.parametrize("value", [2, "yes", None])
+def test_nyu_label_value_not_01_names_file_exam_and_key(tmp_path, capsys, value):
+    if not NYU_SAMPLE.exists():
+        pytest.skip("NYU sample exam not available")
+    path = _nyu_variant(tmp_path, lambda i, e: e["cancer_label"].update(right_malignant=value) if i == 2 else None)
+    assert main(["import", "nyu", str(path), "--out", str(tmp_path / "t.csv")]) == 1
+    line = _one_error(capsys.readouterr().err)
+    assert line == f"error: {path}: exam 2: cancer_label['right_malignant'] = {value!r} is not 0 or 1"
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_csv_per_breast_layout_detected_labels_optional_and_one_view(tmp_path, capsys):
+    for name in ("a_cc", "a_mlo", "b_cc"):
+        write_png(tmp_path / f"{name}.png", breast_image(32, 24).astype(np.uint16))
+    pd.DataFrame({"patient_id": ["a", "b"], "side": ["L", "R"], "cc_path": ["a_cc.png", "b_cc.png"],
+                  "mlo_path": ["a_mlo.png", None], "benign": [1, 0]}).to_csv(tmp_path / "pb.csv", index=False)
+    table, report = import_csv(tmp_path / "pb.csv", {})  # no --map: the column names say per breast
+    assert report.inputs["layout"] == "breast" and len(table) == 1
+    assert reasons(report) == {"missing MLO view": 1}
+    assert "--allow-missing-view" in report.dropped[0]["detail"]
+    assert table["benign"].tolist() == [1] and table["malignant"].tolist() == [-1]  # no malignant column
+    assert any("no malignant (column 'malignant')" in n for n in report.notes)
+
+    out = tmp_path / "t.csv"
+    assert main(["import", "csv", str(tmp_path / "pb.csv"), "--allow-missing-view", "--out", str(out)]) == 0
+    t = exams.load_valid(out, allow_missing_view=True, require_labels=False)
+    assert exams.view_present(t).tolist() == [[True, True], [True, False]]
+    assert pd.isna(t.loc[1, "mlo_view"]) and t.loc[1, "cc_view"] == "cc"
+    rep = json.loads((tmp_path / "t_import_report.json").read_text())
+    assert rep["one_view"][0]["breast"] == "b/b/R" and rep["one_view"][0]["missing"] == "mlo"
+    assert rep["unlabelled"] == 2 and rep["benign"] == 1 and rep["malignant"] == 0
+    with pytest.raises(exams.TableError, match="row 3, column 'mlo_path': empty path.*--allow-missing-view"):
+        exams.load_valid(out, require_labels=False)
+
+
+def test_per_image_layout_keeps_one_view_breasts_with_the_flag(tmp_path):
+    for name in ("a_cc", "a_mlo", "b_mlo"):
+        write_png(tmp_path / f"{name}.png", breast_image(32, 24).astype(np.uint16))
+    pd.DataFrame({"patient_id": ["a", "a", "b"], "side": ["L", "L", "L"], "view": ["CC", "MLO", "MLO"],
+                  "path": ["a_cc.png", "a_mlo.png", "b_mlo.png"], "malignant": [0, 0, 1], "benign": [0, 1, 0]}
+                 ).to_csv(tmp_path / "pi.csv", index=False)
+    table, report = import_csv(tmp_path / "pi.csv", {}, allow_missing_view=True)
+    assert exams.validate(table, allow_missing_view=True) == [] and exams.labelled(table)
+    t = table.set_index("patient_id")
+    assert pd.isna(t.loc["b", "cc_path"]) and t.loc["b", "mlo_path"].endswith("b_mlo.png")
+    assert (int(t.loc["b", "benign"]), int(t.loc["b", "malignant"])) == (0, 1)
+    assert len(report.one_view) == 1 and not report.dropped
+
+
+def test_csv_help_lists_fields_and_both_layouts(capsys):
+    with pytest.raises(SystemExit):
+        main(["import", "csv", "--help"])
+    text = capsys.readouterr().out
+    for word in ("patient_id", "side", "exam_id", "benign", "malignant", "split", "view", "path", "cc_path",
+                 "mlo_path", "per image", "per breast", "--allow-missing-view", "--layout"):
+        assert word in text, word
+
+
+def test_csv_bad_label_value_names_file_row_and_column(tmp_path, capsys):
+    pd.DataFrame({"patient_id": ["a", "b"], "side": ["L", "R"], "cc_path": ["x.png", "y.png"],
+                  "mlo_path": ["x.png", "y.png"], "malignant": ["0", "maybe"]}).to_csv(tmp_path / "c.csv", index=False)
+    assert main(["import", "csv", str(tmp_path / "c.csv"), "--out", str(tmp_path / "t.csv")]) == 1
+    assert _one_error(capsys.readouterr().err) == (f"error: {tmp_path / 'c.csv'}: row 3, column 'malignant': value "
+                                                   "'maybe' is not 0/1, true/false or yes/no")
+
+
+@pytest.mark.parametrize("argv", [
+    ["csv", "{f}"], ["rsna", "{f}", "--images", "{d}"], ["vindr", "{f}", "--images", "{d}"],
+    ["cbis", "{f}", "--images", "{d}"], ["cmmd", "{f}", "--images", "{d}"], ["embed", "{f}", "{f}", "--images", "{d}"],
+])
+@pytest.mark.parametrize("content,expect", [
+    (b"", "empty file (no header line, no rows); expected a CSV with a header line"),
+    (b"patient_id,side\nJos\xe9,L\n",  # the bad byte is byte 19 (0-based): 16 of line 1 + 'Jos'
+     "line 2: not UTF-8 text (byte 0xe9 at offset 19); save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 IN > "
+     "OUT`)"),
+])
+def test_every_importer_fails_in_one_line_on_an_unreadable_csv(tmp_path, capsys, argv, content, expect):
+    f = tmp_path / "in.csv"
+    f.write_bytes(content)
+    args = ["import"] + [a.format(f=f, d=tmp_path) for a in argv] + ["--out", str(tmp_path / "t.csv")]
+    assert main(args) == 1
+    assert _one_error(capsys.readouterr().err) == f"error: {f}: {expect}"
+    assert not (tmp_path / "t.csv").exists()
+
+
+@pytest.mark.parametrize("argv,expect", [
+    (["rsna", "{f}", "--images", "{d}"], "missing column(s) ['image_id', 'laterality', 'cancer', 'biopsy']"),
+    (["csv", "{f}", "--map", "malignant=M"], "missing malignant (column 'M')"),
+    (["csv", "{f}", "--layout", "breast"], "missing cc_path or mlo_path"),
+])
+def test_importer_missing_columns_are_one_line(tmp_path, capsys, argv, expect):
+    f = tmp_path / "in.csv"
+    f.write_text("patient_id,side,view,path\np1,L,CC,x.png\n")
+    assert main(["import"] + [a.format(f=f, d=tmp_path) for a in argv] + ["--out", str(tmp_path / "t.csv")]) == 1
+    line = _one_error(capsys.readouterr().err)
+    assert str(f) in line and expect in line
+
+
+def test_import_out_path_checked_before_work(tmp_path, capsys):
+    f = tmp_path / "in.csv"
+    f.write_text("patient_id,side,view,path\np1,L,CC,x.png\n")
+    assert main(["import", "csv", str(f), "--out", str(tmp_path / "t.xlsx")]) == 2
+    assert "--out" in _one_error(capsys.readouterr().err)
+    assert main(["import", "csv", str(f), "--out", str(tmp_path)]) == 1
+    assert "is a folder" in _one_error(capsys.readouterr().err)
+    (tmp_path / "a_file").write_text("x")
+    assert main(["import", "csv", str(f), "--out", str(tmp_path / "a_file" / "t.csv")]) == 1
+    assert "a_file is a file, not a folder" in _one_error(capsys.readouterr().err)
+
+
+def test_import_failure_has_no_traceback_through_the_real_entry_point(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "in.csv").write_bytes(b"")
+    res = subprocess.run([sys.executable, "-m", "mvmammo", "import", "csv", str(tmp_path / "in.csv"), "--out",
+                          str(tmp_path / "t.csv")], capture_output=True, text=True)
+    assert res.returncode == 1 and "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_nyu_list_with_some_labels_drops_the_unlabelled_exams(tmp_path):
+    if not NYU_SAMPLE.exists():
+        pytest.skip("NYU sample exam not available")
+    path = _nyu_variant(tmp_path, lambda i, e: e.pop("cancer_label") if i == 0 else None)
+    table, report = import_nyu(path, NYU_SAMPLE / "images")
+    assert len(table) == 0 and report.dropped_by_reason() == {"CC/MLO image unusable: image file not found": 6,
+                                                              "no label": 2}
+    assert "exam 0: no cancer_label; its breasts are dropped as unlabelled" in report.notes

@@ -1,7 +1,10 @@
 """`mvmammo import FORMAT ... --out TABLE`: a public dataset's files -> the exam table + an import report."""
 from __future__ import annotations
 
-import sys
+import argparse
+from pathlib import Path
+
+TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 
 def _common(p) -> None:
@@ -12,6 +15,9 @@ def _common(p) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of official-train patients moved to val (sources with an official split)")
     p.add_argument("--seed", type=int, default=0, help="seed of the patient split (default 0)")
+    p.add_argument("--allow-missing-view", action="store_true",
+                   help="keep breasts with only one of CC / MLO (the other path left empty); default: drop them "
+                        "with the reason in the report")
 
 
 def register(sub) -> None:
@@ -57,10 +63,18 @@ def register(sub) -> None:
     q.add_argument("--malignant-severity", nargs="+", type=int, default=[0, 1])
     q.add_argument("--include-cview", action="store_true", help="also use C-view (synthetic 2D) images")
 
-    q = fmt.add_parser("csv", help="any CSV with a column mapping")
+    from mvmammo.data.sources.generic_csv import FIELDS_HELP, LAYOUTS
+
+    q = fmt.add_parser("csv", help="any CSV with a column mapping (one row per image or per breast)",
+                       description="Import any CSV: one row per image (patient_id, side, view, path) or one row\n"
+                                   "per breast (patient_id, side, cc_path, mlo_path). Columns named like the fields\n"
+                                   "need no --map. Writes the exam table and <name>_import_report.json.",
+                       epilog=FIELDS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     q.add_argument("csv")
     q.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
                    help="e.g. --map patient_id=PID --map side=Laterality --map view=View --map path=File")
+    q.add_argument("--layout", choices=LAYOUTS, default="auto",
+                   help="per image or per breast rows (default auto: from the column names)")
     q.add_argument("--root", help="folder relative paths start from (default: the CSV's folder)")
 
     for q in fmt.choices.values():
@@ -71,38 +85,53 @@ def register(sub) -> None:
 def _dispatch(args, split):
     from mvmammo.data.sources import cbis, cmmd, embed, generic_csv, nyu, rsna, vindr
 
-    f = args.format
+    f, one = args.format, {"split": split, "allow_missing_view": args.allow_missing_view}
     if f == "nyu":
-        return nyu.import_nyu(args.exam_list, args.images, args.heatmaps, args.ext, split=split)
+        return nyu.import_nyu(args.exam_list, args.images, args.heatmaps, args.ext, **one)
     if f == "cbis":
         return cbis.import_cbis(args.csvs, args.images, bwc_benign=args.bwc_benign,
-                                official_split=not args.random_split, split=split)
+                                official_split=not args.random_split, **one)
     if f == "cmmd":
-        return cmmd.import_cmmd(args.clinical, args.images, args.metadata, args.unlabelled_as_normal, split=split)
+        return cmmd.import_cmmd(args.clinical, args.images, args.metadata, args.unlabelled_as_normal, **one)
     if f == "vindr":
         return vindr.import_vindr(args.annotations, args.images, args.benign_birads, args.malignant_birads,
-                                  official_split=not args.random_split, split=split)
+                                  official_split=not args.random_split, **one)
     if f == "rsna":
-        return rsna.import_rsna(args.train_csv, args.images, split=split)
+        return rsna.import_rsna(args.train_csv, args.images, **one)
     if f == "embed":
         return embed.import_embed(args.clinical, args.metadata, args.images, args.benign_severity,
-                                  args.malignant_severity, args.include_cview, split=split)
-    return generic_csv.import_csv(args.csv, generic_csv.parse_mapping(args.map), args.root, split=split)
+                                  args.malignant_severity, args.include_cview, **one)
+    return generic_csv.import_csv(args.csv, generic_csv.parse_mapping(args.map), args.root, layout=args.layout,
+                                  **one)
+
+
+def _check_out(out: str) -> None:
+    """Refuse a bad --out before any work (a long import must not end in an unwritable path).
+
+    A wrong suffix is a usage error (exit 2); a path the file system cannot hold is an output error (exit 1),
+    like every other command's unwritable output.
+    """
+    from mvmammo.errors import MvError, UsageError
+
+    p = Path(out)
+    if p.is_dir():
+        raise MvError(f"--out {out}: is a folder; give a file name such as {p / 'exams.csv'}")
+    if p.suffix.lower() not in TABLE_SUFFIXES:
+        raise UsageError(f"--out {out}: the table must end in {', '.join(TABLE_SUFFIXES)}")
+    parent = next((a for a in [p.parent, *p.parent.parents] if a.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise MvError(f"--out {out}: {parent} is a file, not a folder")
 
 
 def run(args) -> int:
-    import pickle
+    from mvmammo.data.sources.common import SplitOptions, write_outputs
 
-    from mvmammo.data.sources.common import SourceError, SplitOptions, write_outputs
-
+    _check_out(args.out)
     split = SplitOptions(tuple(args.split_fractions), args.seed, args.val_fraction)
-    try:
-        table, report = _dispatch(args, split)
-        for line in report.lines():
-            print(line)
-        rp = write_outputs(table, report, args.out)
-    except (SourceError, pickle.UnpicklingError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    # Failures raise one-line errors (SourceError, CsvError, UnsafePickleError...); mvmammo.cli prints them.
+    table, report = _dispatch(args, split)
+    for line in report.lines():
+        print(line)
+    rp = write_outputs(table, report, args.out, allow_missing_view=args.allow_missing_view)
     print(f"wrote {args.out} ({len(table)} breasts) and {rp}")
     return 0

@@ -21,14 +21,15 @@ from pathlib import Path
 import pandas as pd
 
 from mvmammo.data.dicom import DicomError
-from mvmammo.data.sources.common import SourceError, SplitOptions, build_table, header_info, require_columns
+from mvmammo.data.sources.common import (SourceError, SplitOptions, build_table, header_info, read_source_csv,
+                                         require_columns)
 from mvmammo.data.sources.report import ImportReport
 
 COLUMNS = ["patient_id", "left_or_right_breast", "image_view", "pathology", "image_file_path"]
 
 
 def read_case_csv(path: str | Path) -> pd.DataFrame:
-    df = pd.read_csv(path, dtype=str)
+    df = read_source_csv(path, dtype=str)
     df.columns = [" ".join(str(c).split()).lower().replace(" ", "_") for c in df.columns]
     require_columns(df, COLUMNS, str(path))
     for c in ("image_file_path", "cropped_image_file_path", "roi_mask_file_path"):
@@ -97,8 +98,11 @@ def _roi_mask(root: Path, row, full: str | None, index: DicomIndex) -> str | Non
 
 
 def import_cbis(csvs: list, images: str | Path, bwc_benign: bool = True, official_split: bool = True,
-                roi_masks: bool = True, split: SplitOptions | None = None) -> tuple[pd.DataFrame, ImportReport]:
+                roi_masks: bool = True, split: SplitOptions | None = None,
+                allow_missing_view: bool = False) -> tuple[pd.DataFrame, ImportReport]:
     rows = pd.concat([read_case_csv(p) for p in csvs], ignore_index=True)
+    if len(rows) == 0:
+        raise SourceError(f"{', '.join(map(str, csvs))}: no rows (header only)")
     root = Path(images)
     index = DicomIndex(root)
     benign_values = {"BENIGN", "BENIGN_WITHOUT_CALLBACK"} if bwc_benign else {"BENIGN"}
@@ -143,5 +147,6 @@ def import_cbis(csvs: list, images: str | Path, bwc_benign: bool = True, officia
         labels = labels.drop(columns="split")
         if official_split:
             report.notes.append("CSV names do not say train/test; used a random split by patient")
-    table = build_table(pd.DataFrame(img_rows), labels, report, split or SplitOptions())
+    table = build_table(pd.DataFrame(img_rows), labels, report, split or SplitOptions(),
+                        allow_missing_view=allow_missing_view)
     return table, report

@@ -16,7 +16,7 @@ import pandas as pd
 
 from mvmammo.data.dicom import DicomError
 from mvmammo.data.sources.common import (SourceError, SplitOptions, build_table, header_info, read_sheet,
-                                         require_columns)
+                                         read_source_csv, require_columns)
 from mvmammo.data.sources.report import ImportReport
 
 CLASSES = {"benign": (1, 0), "malignant": (0, 1)}
@@ -26,7 +26,7 @@ def _dicoms(root: Path, metadata: str | Path | None) -> list[tuple[str, Path]]:
     """(patient from metadata or None, file) for every DICOM to import."""
     if metadata is None:
         return [(None, p) for p in sorted(root.rglob("*.dcm"))]
-    meta = pd.read_csv(metadata, dtype=str)
+    meta = read_source_csv(metadata, dtype=str)
     require_columns(meta, ["Subject ID", "File Location"], str(metadata))
     out = []
     for pid, loc in zip(meta["Subject ID"], meta["File Location"]):
@@ -39,10 +39,15 @@ def _dicoms(root: Path, metadata: str | Path | None) -> list[tuple[str, Path]]:
 
 def import_cmmd(clinical: str | Path, images: str | Path, metadata: str | Path | None = None,
                 unlabelled_as_normal: bool = False,
-                split: SplitOptions | None = None) -> tuple[pd.DataFrame, ImportReport]:
+                split: SplitOptions | None = None,
+                allow_missing_view: bool = False) -> tuple[pd.DataFrame, ImportReport]:
     root = Path(images)
     sheet = read_sheet(clinical)
     require_columns(sheet, ["ID1", "LeftRight", "classification"], str(clinical))
+    if len(sheet) == 0:
+        raise SourceError(f"{clinical}: no rows (header only)")
+    if not root.is_dir():
+        raise SourceError(f"{root}: image folder not found")
     report = ImportReport("cmmd", inputs={"clinical": str(clinical), "images": str(root),
                                           "metadata": str(metadata) if metadata else None},
                           label_rule="classification Benign -> benign, Malignant -> malignant (one per breast)"
@@ -50,10 +55,11 @@ def import_cmmd(clinical: str | Path, images: str | Path, metadata: str | Path |
                              else "; imaged breasts missing from the sheet dropped"),
                           order_rule="file path order within a patient")
     lab_rows = []
-    for _, r in sheet.iterrows():
+    for k, r in sheet.iterrows():
         cls = CLASSES.get(str(r["classification"]).strip().lower())
         if cls is None:
-            raise SourceError(f"{clinical}: ID1 {r['ID1']}: unknown classification {r['classification']!r} "
+            raise SourceError(f"{clinical}: row {k + 2}, ID1 {r['ID1']}: unknown classification "
+                              f"{r['classification']!r} "
                               "(expected Benign or Malignant)")
         extra = {c.lower(): r[c] for c in ("Age", "abnormality", "subtype", "number") if c in sheet.columns}
         lab_rows.append({"patient_id": str(r["ID1"]).strip(), "exam_id": str(r["ID1"]).strip(),
@@ -84,5 +90,6 @@ def import_cmmd(clinical: str | Path, images: str | Path, metadata: str | Path |
                 extra.append({"patient_id": r["patient_id"], "exam_id": r["exam_id"], "side": side,
                               "benign": 0, "malignant": 0})
         labels = pd.concat([labels, pd.DataFrame(extra)], ignore_index=True) if extra else labels
-    table = build_table(pd.DataFrame(img_rows), labels, report, split or SplitOptions())
+    table = build_table(pd.DataFrame(img_rows), labels, report, split or SplitOptions(),
+                        allow_missing_view=allow_missing_view)
     return table, report

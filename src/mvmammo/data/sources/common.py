@@ -8,7 +8,11 @@ raw; may be empty for DICOMs whose tags carry it), path (absolute or None), opti
 as ``cc_<name>`` / ``mlo_<name>`` (e.g. ``img_heatmap_benign`` -> ``cc_heatmap_benign``).
 
 ``labels``: one or more rows per breast: patient_id, exam_id, side (L/R), benign, malignant (0/1; rows of
-a breast are OR-ed), optional ``split`` (an official split) and any extra per-breast columns (first value).
+a breast are OR-ed; -1 or an absent column = unknown, for a table to predict on), optional ``split`` (an
+official split) and any extra per-breast columns (first value).
+
+A breast with one usable view is dropped (reason ``missing CC view`` ...) unless ``allow_missing_view``:
+then it is kept with the other view's path (and heatmaps) empty and listed under ``one_view``.
 """
 from __future__ import annotations
 
@@ -20,14 +24,18 @@ import numpy as np
 import pandas as pd
 
 from mvmammo.data import exams
+from mvmammo.data.csvread import read_csv
 from mvmammo.data.sources.report import ImportReport
 from mvmammo.data.sources.vocab import VocabError, normalise_side, normalise_view, slot_of
+from mvmammo.errors import MvError
 
 KEY = ["patient_id", "exam_id", "side"]
+UNKNOWN = exams.UNKNOWN_LABEL
+MISSING_VIEW_HINT = "pass --allow-missing-view to keep breasts with one view"
 
 
-class SourceError(ValueError):
-    """The source files cannot be imported at all (missing column, unreadable sheet...)."""
+class SourceError(MvError, ValueError):
+    """The source files cannot be imported at all (missing column, unreadable sheet...); one line."""
 
 
 @dataclass
@@ -66,7 +74,18 @@ def read_sheet(path: str | Path) -> pd.DataFrame:
         except ImportError as exc:
             raise SourceError(f"{path}: reading Excel needs openpyxl (pip install openpyxl), or save the "
                               "sheet as CSV and pass that") from exc
-    return pd.read_csv(path, sep=None, engine="python") if path.suffix.lower() == ".txt" else pd.read_csv(path)
+    try:
+        return read_csv(path, sniff=path.suffix.lower() == ".txt")
+    except FileNotFoundError as exc:
+        raise SourceError(str(exc)) from None
+
+
+def read_source_csv(path: str | Path, **kwargs) -> pd.DataFrame:
+    """A source's CSV (all importers): empty, not UTF-8 or unparsable files fail in one line naming the file."""
+    try:
+        return read_csv(path, **kwargs)
+    except FileNotFoundError as exc:
+        raise SourceError(str(exc)) from None
 
 
 def as01(value) -> int:
@@ -79,6 +98,25 @@ def as01(value) -> int:
     if s in ("0", "0.0", "false", "no", "n", "f", "", "nan"):
         return 0
     raise SourceError(f"label value {value!r} is not 0/1, true/false or yes/no")
+
+
+def column01(df: pd.DataFrame, column: str, where: str) -> list[int]:
+    """:func:`as01` of every cell of a source column; a bad value names the file (``where``), row and column."""
+    out = []
+    for k, v in enumerate(df[column]):
+        try:
+            out.append(as01(v))
+        except SourceError:
+            raise SourceError(f"{where}: row {k + 2}, column {column!r}: value {v!r} is not 0/1, true/false or "
+                              "yes/no") from None
+    return out
+
+
+def _label01(value) -> int:
+    """A label cell of the labels frame: 0/1 as :func:`as01`, and -1 (unknown) kept."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and not pd.isna(value) and float(value) == UNKNOWN:
+        return UNKNOWN
+    return as01(value)
 
 
 def assign_splits(patients, fractions=(0.8, 0.1, 0.1), seed: int = 0) -> dict:
@@ -164,9 +202,16 @@ def _meta_side(value):
 
 
 def build_table(images: pd.DataFrame, labels: pd.DataFrame, report: ImportReport, split: SplitOptions,
-                read_tags: bool = True) -> pd.DataFrame:
+                read_tags: bool = True, allow_missing_view: bool = False) -> pd.DataFrame:
     """The exam table (one row per breast) from per-image rows and per-breast labels; fills ``report``."""
     images = images.reset_index(drop=True).copy()
+    labels = labels.copy()
+    for c in KEY:  # an importer with no label rows at all passes an empty frame
+        if c not in labels.columns:
+            labels[c] = pd.Series(dtype=object)
+    for c in ("benign", "malignant"):
+        if c not in labels.columns:  # a source without this label: unknown for every breast
+            labels[c] = UNKNOWN
     for c in ("patient_id", "exam_id"):
         images[c] = images[c].astype(str)
         labels[c] = labels[c].astype(str)
@@ -205,14 +250,13 @@ def build_table(images: pd.DataFrame, labels: pd.DataFrame, report: ImportReport
             continue
         per_breast.setdefault((r["patient_id"], r["exam_id"], r["breast_side"]), []).append(r)
 
-    labels = labels.copy()
     labels["side_n"] = [_meta_side(s) for s in labels["side"]]
     for _, r in labels[labels["side_n"].isna()].iterrows():
         report.drop(f"{r['patient_id']}/{r['exam_id']}/{r['side']}", "unknown laterality in labels",
                     f"side value {r['side']!r}")
     labels = labels[labels["side_n"].notna()].assign(side=lambda d: d["side_n"]).drop(columns="side_n")
     for c in ("benign", "malignant"):
-        labels[c] = [as01(v) for v in labels[c]]
+        labels[c] = [_label01(v) for v in labels[c]]
     extra = [c for c in labels.columns if c not in KEY + ["benign", "malignant"]]
     agg = {"benign": "max", "malignant": "max", **{c: "first" for c in extra}}
     lab = labels.groupby(KEY, sort=False).agg(agg) if len(labels) else None
@@ -248,19 +292,27 @@ def build_table(images: pd.DataFrame, labels: pd.DataFrame, report: ImportReport
                                             "reason": f"extra {slot[0].upper()} image; kept "
                                                       f"{chosen[slot[0]]['row']['path']}"})
         missing = [s for s in ("cc", "mlo") if s not in chosen]
-        if missing:
-            if problems:
-                p = problems[0]
-                reason = f"{'/'.join(m.upper() for m in missing)} image unusable: {p['r_problem']}"
-                report.drop(name, reason.split(" (")[0], f"{p['path']}: {p['r_problem']}")
-            else:
-                other = unattributed.get(key[:2], [])
-                report.drop(name, f"missing {' and '.join(m.upper() for m in missing)} view",
-                            "views found: " + (", ".join(str(r["r_view"]) for r in imgs) or "none")
-                            + (f"; images of this exam with no usable side: {'; '.join(other)}" if other else ""))
+        if problems:
+            p = problems[0]
+            why, detail = (f"{'/'.join(m.upper() for m in missing)} image unusable: {p['r_problem']}",
+                           f"{p['path']}: {p['r_problem']}")
+        else:
+            other = unattributed.get(key[:2], [])
+            why, detail = (f"missing {' and '.join(m.upper() for m in missing)} view",
+                           "views found: " + (", ".join(str(r["r_view"]) for r in imgs) or "none")
+                           + (f"; images of this exam with no usable side: {'; '.join(other)}" if other else ""))
+        if missing and (len(missing) == 2 or not allow_missing_view):
+            hint = f"; {MISSING_VIEW_HINT}" if len(missing) == 1 else ""
+            report.drop(name, why.split(" (")[0], detail + hint)
             continue
+        if missing:
+            report.one_view.append({"breast": name, "missing": missing[0], "reason": why.split(" (")[0],
+                                    "detail": detail})
         out = dict(zip(KEY, key))
         for slot in ("cc", "mlo"):
+            if slot not in chosen:  # one-view breast: the absent view's path and heatmaps stay empty
+                out[f"{slot}_path"] = None
+                continue
             r = chosen[slot]["row"]
             out[f"{slot}_path"] = r["path"]
             out[f"{slot}_view"] = r["r_view"].lower()
@@ -282,23 +334,31 @@ def build_table(images: pd.DataFrame, labels: pd.DataFrame, report: ImportReport
     report.kept = len(table)
     report.patients = int(table["patient_id"].nunique())
     report.exams = int(table[["patient_id", "exam_id"]].drop_duplicates().shape[0])
-    report.benign = int(table["benign"].sum())
-    report.malignant = int(table["malignant"].sum())
+    report.benign = int((table["benign"] == 1).sum())
+    report.malignant = int((table["malignant"] == 1).sum())
     report.both = int(((table["benign"] == 1) & (table["malignant"] == 1)).sum())
+    report.unlabelled = int((~table["benign"].isin([0, 1]) | ~table["malignant"].isin([0, 1])).sum())
+    if report.unlabelled:
+        report.notes.append(f"{report.unlabelled} breasts have unknown labels (-1): the table is for `mvmammo "
+                            "predict` (validate with --no-labels); train and evaluate need 0/1 labels")
     report.by_split = {s: int((table["split"] == s).sum()) for s in exams.SPLITS}
     return table
 
 
-def write_outputs(table: pd.DataFrame, report: ImportReport, out: str | Path) -> Path:
+def write_outputs(table: pd.DataFrame, report: ImportReport, out: str | Path,
+                  allow_missing_view: bool = False) -> Path:
     """Validate, write the table and the JSON report next to it; returns the report path."""
     from mvmammo.data.sources.report import report_path
 
     rp = report_path(out)
     report.write(rp)
     if len(table) == 0:
-        raise SourceError(f"no breast kept; reasons: {report.dropped_by_reason()} (report: {rp})")
-    problems = exams.validate(table, check_files=True)
+        hint = (f"; {MISSING_VIEW_HINT}" if not allow_missing_view and
+                any(MISSING_VIEW_HINT in d["detail"] for d in report.dropped) else "")
+        raise SourceError(f"no breast kept; reasons: {report.dropped_by_reason()} (report: {rp}){hint}")
+    problems = exams.validate(table, check_files=True, allow_missing_view=allow_missing_view, require_labels=False)
     if problems:  # an importer bug, not a user error: say so loudly
-        raise SourceError("the imported table does not pass validation:\n" + "\n".join(problems[:20]))
+        raise SourceError(f"the imported table does not pass validation ({len(problems)} problems; please "
+                          f"report this): " + "; ".join(problems[:3]))
     exams.write_table(table, out)
     return rp

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mvmammo.data.sources.common import SourceError, SplitOptions, build_table, require_columns
+from mvmammo.data.sources.common import SourceError, SplitOptions, build_table, read_source_csv, require_columns
 from mvmammo.data.sources.report import ImportReport
 from mvmammo.data.sources.vocab import VocabError, normalise_side
 
@@ -42,10 +42,11 @@ def _finding_sides(row) -> list[str]:
 
 def import_embed(clinical: str | Path, metadata: str | Path, images: str | Path, benign_severity=(4,),
                  malignant_severity=(0, 1), include_cview: bool = False,
-                 split: SplitOptions | None = None) -> tuple[pd.DataFrame, ImportReport]:
+                 split: SplitOptions | None = None,
+                 allow_missing_view: bool = False) -> tuple[pd.DataFrame, ImportReport]:
     root = Path(images)
-    clin = pd.read_csv(clinical, dtype=str, low_memory=False)
-    meta = pd.read_csv(metadata, dtype=str, low_memory=False)
+    clin = read_source_csv(clinical, dtype=str, low_memory=False)
+    meta = read_source_csv(metadata, dtype=str, low_memory=False)
     require_columns(clin, ["empi_anon", "acc_anon", "side", "path_severity"], str(clinical))
     require_columns(meta, ["empi_anon", "acc_anon", "anon_dicom_path", "ImageLateralityFinal", "ViewPosition"],
                     str(metadata))
@@ -93,7 +94,8 @@ def import_embed(clinical: str | Path, metadata: str | Path, images: str | Path,
                           columns=["patient_id", "exam_id", "side", "benign", "malignant"])
     if not img_rows:
         raise SourceError(f"{metadata}: no 2D image rows left after filtering")
-    table = build_table(pd.DataFrame(img_rows), lab_df, report, split or SplitOptions())
+    table = build_table(pd.DataFrame(img_rows), lab_df, report, split or SplitOptions(),
+                        allow_missing_view=allow_missing_view)
     for d in report.dropped:
         if d["reason"] == "no label":
             d["reason"], d["detail"] = "exam not in the clinical table", "no clinical row for this exam"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,12 +29,14 @@ class ImportReport:
     benign: int = 0
     malignant: int = 0
     both: int = 0
+    unlabelled: int = 0                                  # breasts with an unknown (-1) label
     by_split: dict = field(default_factory=dict)
     duplicate_rows: int = 0
     dropped: list = field(default_factory=list)          # {breast, reason, detail}
     image_problems: list = field(default_factory=list)   # {path, reason, detail}
     extra_images: list = field(default_factory=list)     # {breast, view, path, reason}
     conflicts: list = field(default_factory=list)        # {path, field, tag, metadata}
+    one_view: list = field(default_factory=list)         # {breast, missing, reason, detail} (--allow-missing-view)
     notes: list = field(default_factory=list)
 
     def drop(self, breast: str, reason: str, detail: str = "") -> None:
@@ -55,7 +58,8 @@ class ImportReport:
         out = [f"import {self.source}: kept {self.kept} breasts ({self.exams} exams, {self.patients} patients), "
                f"dropped {len(self.dropped)}",
                f"  benign {self.benign} ({self.benign / k:.2%}), malignant {self.malignant} "
-               f"({self.malignant / k:.2%}), both {self.both}",
+               f"({self.malignant / k:.2%}), both {self.both}"
+               + (f", unknown labels {self.unlabelled}" if self.unlabelled else ""),
                "  splits: " + ", ".join(f"{s} {n}" for s, n in self.by_split.items()),
                f"  labels: {self.label_rule}"]
         if self.split_rule:
@@ -66,6 +70,8 @@ class ImportReport:
             out.append(f"    {d['breast']}: {d['reason']}" + (f" ({d['detail']})" if d["detail"] else ""))
         if len(self.dropped) > max_items:
             out.append(f"    ... {len(self.dropped) - max_items} more in the JSON report")
+        if self.one_view:
+            out.append(f"  kept with one view (--allow-missing-view): {len(self.one_view)}")
         if self.duplicate_rows:
             out.append(f"  duplicate rows removed: {self.duplicate_rows}")
         if self.image_problems:
@@ -78,8 +84,16 @@ class ImportReport:
         return out
 
     def write(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=str))
+        """Atomically (temporary file in the same folder, then os.replace)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2, default=str))
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
 
 
 def report_path(table_path: str | Path) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mvmammo.data.sources.common import SourceError, SplitOptions, build_table, require_columns
+from mvmammo.data.sources.common import SourceError, SplitOptions, build_table, read_source_csv, require_columns
 from mvmammo.data.sources.report import ImportReport
 
 SPLITS = {"training": "train", "train": "train", "test": "test", "val": "val", "validation": "val"}
@@ -30,14 +30,17 @@ def parse_birads(value) -> int | None:
 
 def import_vindr(annotations: str | Path, images: str | Path, benign_birads=(2,), malignant_birads=(4, 5),
                  official_split: bool = True,
-                 split: SplitOptions | None = None) -> tuple[pd.DataFrame, ImportReport]:
+                 split: SplitOptions | None = None,
+                 allow_missing_view: bool = False) -> tuple[pd.DataFrame, ImportReport]:
     benign_birads, malignant_birads = set(map(int, benign_birads)), set(map(int, malignant_birads))
     if benign_birads & malignant_birads:
         raise SourceError(f"BI-RADS {sorted(benign_birads & malignant_birads)} is in both the benign and the "
                           "malignant set")
     root = Path(images)
-    df = pd.read_csv(annotations, dtype=str)
+    df = read_source_csv(annotations, dtype=str)
     require_columns(df, ["study_id", "image_id", "laterality", "view_position", "breast_birads"], str(annotations))
+    if len(df) == 0:
+        raise SourceError(f"{annotations}: no rows (header only)")
     rule = (f"BI-RADS proxy: breast BI-RADS (max over its images) in {sorted(malignant_birads)} -> malignant, "
             f"in {sorted(benign_birads)} -> benign, else (0, 0)")
     report = ImportReport("vindr", inputs={"annotations": str(annotations), "images": str(root)}, label_rule=rule)
@@ -49,13 +52,17 @@ def import_vindr(annotations: str | Path, images: str | Path, benign_birads=(2,)
                     folder / f"{r['image_id']}.dicom")
         img_rows.append({"patient_id": r["study_id"], "exam_id": r["study_id"], "side": r["laterality"],
                          "view": r["view_position"], "path": str(path.resolve()), "order": k})
-        birads = parse_birads(r["breast_birads"])
+        try:
+            birads = parse_birads(r["breast_birads"])
+        except SourceError as exc:
+            raise SourceError(f"{annotations}: row {k + 2}, column 'breast_birads': {exc}") from None
         row = {"patient_id": r["study_id"], "exam_id": r["study_id"], "side": r["laterality"], "birads": birads,
                "density": r.get("breast_density")}
         if official_split and "split" in df.columns:
             s = SPLITS.get(str(r["split"]).strip().lower())
             if s is None:
-                raise SourceError(f"{annotations}: unknown split value {r['split']!r}")
+                raise SourceError(f"{annotations}: row {k + 2}, column 'split': unknown split value {r['split']!r} "
+                                  f"(expected {', '.join(sorted(SPLITS))})")
             row["split"] = s
         lab_rows.append(row)
     labels = pd.DataFrame(lab_rows)
@@ -67,5 +74,6 @@ def import_vindr(annotations: str | Path, images: str | Path, benign_birads=(2,)
     labels = labels.drop(columns="side_key")
     if "split" in labels.columns:
         report.split_rule = "official: training -> train, test -> test"
-    table = build_table(pd.DataFrame(img_rows), labels, report, split or SplitOptions())
+    table = build_table(pd.DataFrame(img_rows), labels, report, split or SplitOptions(),
+                        allow_missing_view=allow_missing_view)
     return table, report
