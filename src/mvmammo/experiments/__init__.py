@@ -3,6 +3,7 @@ command that runs it, and a quick mode for CPU smoke runs. See :mod:`mvmammo.exp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class Experiment:
     quick_seeds: tuple[int, ...] = (0,)
     expected: str = ""
     notes: list[str] = field(default_factory=list)
+    # Called as prepare(out, quick) before any row is built (e.g. the heatmap chain makes the rows' table).
+    prepare: Callable[..., object] | None = None
 
 
 def get(name: str) -> Experiment:

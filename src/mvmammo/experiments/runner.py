@@ -102,6 +102,8 @@ def run_experiment(exp: Experiment, out: str | Path, quick: bool = False, seeds:
     """Train and evaluate every row x seed (skipping finished ones) with ``jobs`` runs side by side."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if exp.prepare is not None:  # steps every row needs first (the heatmap chain writes the rows' table)
+        exp.prepare(out, quick)
     seeds = seeds or (exp.quick_seeds if quick else exp.seeds)
     todo = [r for r in exp.rows if not rows or r.name in rows]
     jobs = jobs or default_jobs()
