@@ -33,7 +33,10 @@ def run(args) -> int:
     from mvmammo.training.loop import train
 
     check(cfg)  # exit 2 naming every bad key, before a run folder exists
-    run_dir = train(cfg)  # failures reach mvmammo.cli as one `error:` line
+    from mvmammo.report.tensorboard import hooks_for
+
+    hooks = hooks_for(cfg)  # run.tensorboard: fails here, before training, when tensorboard is missing
+    run_dir = train(cfg, hooks=hooks)  # failures reach mvmammo.cli as one `error:` line
     print(f"run folder: {run_dir}")
     return 0
 

@@ -1,4 +1,4 @@
-"""After an experiment: its table (printed and saved) and its learning-curve figure."""
+"""After an experiment: its table (printed and saved), its learning-curve figure and its HTML report."""
 from __future__ import annotations
 
 import json
@@ -27,3 +27,12 @@ def report_experiment(exp: Experiment, runs: list[Path], out: Path) -> str:
     fig = learning_curves(runs, out / f"{exp.name}_learning_curves.png")
     print(f"learning curves: {fig}")
     return full
+
+
+def write_html_report(out: Path, title: str | None = None) -> Path:
+    """The experiment folder's HTML page (`mvmammo report OUT`): OUT/report.html; prints its path."""
+    from mvmammo.report.html import write_report
+
+    path = write_report([out], out / "report.html", title=title)
+    print(f"report: {path} (one self-contained page; open it in a browser)")
+    return path

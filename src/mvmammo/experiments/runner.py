@@ -62,7 +62,9 @@ def _execute(kind: str, cfg_dict: dict, progress: bool, threads: int) -> str:
     from mvmammo.training.loop import train
 
     if not (run_dir / "DONE").exists():
-        train(replace(cfg, run=replace(cfg.run, progress=progress)))
+        from mvmammo.report.tensorboard import hooks_for
+
+        train(replace(cfg, run=replace(cfg.run, progress=progress)), hooks=hooks_for(cfg))
     if kind == "train":
         return f"{run_dir.name}: trained"
     res = evaluate_run(run_dir, split="test")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mvmammo import runlog
 from mvmammo.errors import MvError, one_line
+from mvmammo.report.tensorboard import hooks_for
 from mvmammo.sweep import spaces
 from mvmammo.sweep import study as st
 
@@ -63,7 +64,7 @@ def train_run(spec: st.SweepSpec, cfg) -> None:
 
     while True:
         try:
-            train(cfg)
+            train(cfg, hooks=hooks_for(cfg))
             return
         except RunLocked:
             # A previous attempt of this slot, declared dead but still alive, holds the folder: wait for it to
