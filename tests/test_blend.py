@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from mvmammo.cli import main
 from mvmammo.config import RegularizerConfig, resolve
-from mvmammo.training.blend import blend_terms, blend_weights, swap_views, weights_for
+from mvmammo.training.blend import averaged_terms, blend_terms, blend_weights, swap_views, weights_for
 from mvmammo.training.holdout import split_holdout
 from mvmammo.training.loop import train
 from mvmammo.training.tasks import get_task
@@ -76,6 +76,29 @@ def test_auc_metric_uses_one_minus_auc():
     curves["cc"]["auc_V"][2] = float("nan")
     with pytest.raises(ValueError, match="undefined"):
         blend_terms(curves, "auc", (0, 2))
+
+
+def test_validation_estimate_averages_per_epoch_weights():
+    # Appendix C: weights per one-epoch window, averaged over the window. By hand, min_do2 = 0.01:
+    #   epoch 1 (0 -> 1): cc dG 0.1, dO (0.1) - 0 -> 0.1/0.01 = 10; mlo dG 0.2, dO 0.2 -> 0.2/0.04 = 5;
+    #                     joint dG 0.1, dO 0 -> floor: 0.1/0.01 = 10.   Normalised: 0.4, 0.2, 0.4.
+    #   epoch 2 (1 -> 2): cc dG 0.1, dO 0.2 - 0.1 = 0.1 -> 10; mlo dG -0.1 -> 0;
+    #                     joint dG 0.3, dO 0.1 - 0 = 0.1 -> 30.   Normalised: 0.25, 0, 0.75.
+    curves = {
+        "cc": _curve([1.0, 0.8, 0.6], [1.0, 0.9, 0.8]),
+        "mlo": _curve([1.0, 0.6, 0.4], [1.0, 0.8, 0.9]),
+        "joint": _curve([1.0, 0.9, 0.5], [1.0, 0.9, 0.6]),
+    }
+    w = blend_weights(curves, "loss", (0, 2), min_do2=0.01, estimate="validation")
+    assert w == pytest.approx({"cc": (0.4 + 0.25) / 2, "mlo": (0.2 + 0.0) / 2, "joint": (0.4 + 0.75) / 2})
+    assert sum(w.values()) == pytest.approx(1.0)
+    t = averaged_terms(curves, "loss", (0, 2), min_do2=0.01)
+    assert t["mlo"]["dG"] == pytest.approx(0.1) and t["cc"]["epochs"] == 2  # dG over the whole window
+    # A one-epoch window is the end-point estimate itself.
+    assert blend_weights(curves, "loss", (1, 2), 0.01, "validation") == pytest.approx(
+        blend_weights(curves, "loss", (1, 2), 0.01, "holdout"))
+    with pytest.raises(ValueError, match="reg.blend_estimate='train'"):
+        blend_weights(curves, "loss", (0, 2), estimate="train")
 
 
 def test_blended_loss_is_the_weighted_sum_of_the_head_losses():
@@ -152,3 +175,29 @@ def test_end_to_end_estimate_then_blended_run(tiny_cohort, tmp_path, capsys):
                                  "reg.blend=fixed"])
     with pytest.raises(ValueError, match="model.aux_heads=true"):
         train(no_aux)
+
+
+def test_end_to_end_validation_estimate(tiny_cohort, tmp_path):
+    from mvmammo.training.blend import estimate
+
+    common = tiny_overrides(tiny_cohort, tmp_path / "unused", **{
+        "model.aux_heads": "true", "reg.blend_epochs": "(0, 2)", "reg.blend_estimate": "validation",
+        "run.grad_norms": "false", "optim.batch_size": 32, "optim.epochs": 2})
+    cfg = resolve("default", common)
+    est = tmp_path / "estimate_val"
+    result = estimate(cfg, est)
+    assert result["estimate"] == "validation" and sum(result["weights"].values()) == pytest.approx(1.0)
+    metrics = [json.loads(x) for x in (est / "joint" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [m for m in metrics if m["kind"] == "epoch"]
+    assert "holdout_loss" not in epochs[0]  # the whole training split trains; V is the validation split
+    curves = result["curves"]["joint"]
+    assert curves["loss_V"] == [epochs[0]["init_val_loss"]] + [e["val_loss"] for e in epochs]
+    assert curves["loss_T"] == [epochs[0]["init_train_eval_loss"]] + [e["train_eval_loss"] for e in epochs]
+    assert result["weights"] == pytest.approx(blend_weights(result["curves"], "loss", (0, 2), estimate="validation"))
+    # A blended run reads it with the same estimate kind; another kind is one clear error.
+    path = est / "blend_weights.json"
+    ok = RegularizerConfig(blend="offline", blend_weights_file=str(path), blend_epochs=(0, 2),
+                           blend_estimate="validation")
+    assert weights_for(ok) == pytest.approx(tuple(result["weights"][r] for r in ("cc", "mlo", "joint")))
+    with pytest.raises(ValueError, match="estimated with reg.blend_estimate=validation"):
+        weights_for(RegularizerConfig(blend="offline", blend_weights_file=str(path), blend_epochs=(0, 2)))

@@ -11,9 +11,12 @@ import pytest
 import torch
 
 from conftest import tiny_overrides
+from test_regularizers import _fake_uni_run
 from mvmammo.config import resolve
+from mvmammo.models.registry import build_model
 from mvmammo.training import distributed
 from mvmammo.training.loop import train
+from mvmammo.training.pretrain import apply_finetune, is_frozen_batchnorm
 
 WORKER = """
 import json, sys, torch
@@ -84,3 +87,51 @@ def test_shard_bounds_cover_the_batch():
     assert [len(c) for c in distributed.global_batches(chunks, info, 8)] == [8]  # a 1-row batch can't split
     with pytest.raises(ValueError, match="multiple of the world size"):
         distributed.global_batches(chunks, distributed.DistInfo(rank=0, world=3), 8)
+
+
+def _bn_stats(model) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items() if "running_" in k}
+
+
+def test_frozen_batchnorm_survives_conversion():
+    # Head-only fine-tuning freezes every column; converting BatchNorm for DDP (SyncBatchNorm as on CUDA,
+    # the all-reduce version as on gloo) must not bring training-mode statistics back.
+    cfg = resolve("default", ["model.width=4", "reg.finetune=head", "run.progress=false"])
+    for convert in (torch.nn.SyncBatchNorm.convert_sync_batchnorm, lambda m: distributed.convert_batchnorm(m, False)):
+        torch.manual_seed(0)
+        model = build_model(cfg.model, in_channels=3)
+        apply_finetune(model, cfg)
+        before = _bn_stats(model)
+        n_frozen = sum(is_frozen_batchnorm(m) for m in model.modules())
+        model = convert(model)
+        bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        assert n_frozen == len(bns) > 20 and all(type(m) is not torch.nn.BatchNorm2d for m in bns)
+        model.train()
+        out = model(torch.randn(2, 3, 64, 48), torch.randn(2, 3, 64, 48))
+        out["logits"].sum().backward()  # the head trains
+        assert all(not m.training for m in bns)
+        after = _bn_stats(model)
+        assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_head_only_finetune_keeps_batchnorm_frozen_on_two_processes(tiny_cohort, tmp_path):
+    cc = _fake_uni_run(tmp_path / "uni_cc", "uni_cc", seed=1)
+    mlo = _fake_uni_run(tmp_path / "uni_mlo", "uni_mlo", seed=2)
+    out = tmp_path / "ft2"
+    overrides = tiny_overrides(tiny_cohort, out, **{
+        "optim.epochs": 1, "reg.pretrained_cc": tmp_path / "uni_cc", "reg.pretrained_mlo": tmp_path / "uni_mlo",
+        "reg.finetune": "head", "run.max_steps": 3, "run.device": "cpu", "run.grad_norms": "false",
+        "run.sync_bn": "true"})
+    _launch(overrides, 2)
+    after = torch.load(out / "last.pt", weights_only=False)["model"]
+    source = {**{k: v for k, v in cc.items() if not k.startswith("cc.head")},
+              **{k: v for k, v in mlo.items() if not k.startswith("mlo.head")}}
+    stats = [k for k in source if "running_" in k]
+    assert len(stats) > 40
+    for k, v in source.items():
+        if not k.endswith("num_batches_tracked"):
+            assert torch.equal(after[k], v), k  # frozen weights and their BatchNorm statistics
+    cfg = resolve("default", overrides)
+    torch.manual_seed(cfg.run.seed)  # the loop's initialisation, to show that the head did train
+    first = build_model(cfg.model, in_channels=3)
+    assert not torch.equal(after["shared.head.weight"], first.state_dict()["shared.head.weight"])

@@ -123,3 +123,38 @@ def test_lca_hook_reports_groups_and_leaves_training_untouched(tiny_cohort, tmp_
     sa, sb = (torch.load(r / "last.pt", weights_only=False)["model"] for r in (plain, lca))
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
+
+
+def test_lca_subsample_redrawn_every_epoch(tiny_cohort, tmp_path):
+    from mvmammo.analysis.lca import epoch_subsample
+    from mvmammo.config import resolve
+    from mvmammo.data.sampler import epoch_rows, exam_keys
+    from mvmammo.training.inputs import prepare_cache
+
+    run = _run(tmp_path, tiny_cohort, "redraw", **{"optim.epochs": 2, "run.max_steps": 0, "optim.batch_size": 16,
+                                                   "run.lca": "true", "run.lca_every": 1000, "run.lca_redraw": "true",
+                                                   "run.lca_fraction": 0.25})
+    lines = [json.loads(x) for x in (run / "lca.jsonl").read_text().splitlines()]
+    epochs = [x for x in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if x["kind"] == "epoch"]
+    # One chord per epoch (lca_every is longer than the run): each ends at its epoch's end, on its own S.
+    assert [x["subsample_epoch"] for x in lines] == [0, 1]
+    assert [x["step_b"] for x in lines] == [e["step"] for e in epochs]
+    assert lines[1]["step_a"] == lines[0]["step_b"]
+    for x in lines:
+        assert sum(x[f"lca_{g}"] for g in ("cc", "mlo", "shared")) + x["err"] == pytest.approx(x["delta"], abs=1e-9)
+    # S of an epoch: a quarter of that epoch's positive and of its negative exams, both breasts of each.
+    cfg = resolve("default", tiny_overrides(tiny_cohort, run, **{"run.lca_fraction": 0.25}))
+    cache = prepare_cache(cfg, progress=False)  # the run's cache, reused
+    train_rows = cache.rows("train")
+    subs = [epoch_subsample(cache, train_rows, cfg, e) for e in (0, 1)]
+    assert [len(s) for s in subs] == [x["subsample"] for x in lines]
+    assert not np.array_equal(subs[0], subs[1])
+    for e, sub in enumerate(subs):
+        order = epoch_rows(train_rows, cache.labels(train_rows), cfg.run.seed, e, 1.0, "exam", cache.index)
+        assert set(sub) <= set(order)
+        exam_of = dict(zip(order, exam_keys(cache.index, order)))
+        pos = {exam_of[r] for r in order if cache.labels([r]).max() > 0}
+        neg = set(exam_of.values()) - pos
+        got = {exam_of[r] for r in sub}
+        assert len(got & pos) == round(0.25 * len(pos)) and len(got & neg) == round(0.25 * len(neg))
+        assert len(sub) == sum(1 for r in order if exam_of[r] in got)  # every breast of a drawn exam

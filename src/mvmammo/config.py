@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from mvmammo.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -24,12 +27,9 @@ class DataConfig:
     # Training window (H, W) per view, in pixels of the cached (training-resolution) windows.
     size_cc: tuple[int, int] = (128, 96)
     size_mlo: tuple[int, int] = (128, 96)
-    # Source window (H, W) cut from each preprocessed image before resizing to size_*; 0 = whole image.
-    window_cc: tuple[int, int] = (0, 0)
-    window_mlo: tuple[int, int] = (0, 0)
     heatmaps: bool = True  # 3 input channels (image + benign + malignant heatmaps) instead of 1
-    # Augmentation: position and size noise, in pixels at full resolution (2677 px tall CC window);
-    # scaled by size_cc[0] / 2677 for smaller windows.
+    # Augmentation: position noise and per-border size noise, each up to aug_noise_px pixels at full
+    # resolution (2677 px tall CC window), scaled to the cached window size; bicubic resampling.
     aug_noise_px: float = 100.0
     full_height: int = 2677
     cache_dir: str = ""  # empty = <run dir>/../cache (shared across runs of one experiment)
@@ -92,6 +92,10 @@ class RegularizerConfig:
     blend_weights: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)  # (cc, mlo, joint)
     blend_metric: str = "loss"  # loss | auc
     blend_epochs: tuple[int, int] = (0, 5)  # (N, N + n) window for the offline estimate
+    # holdout: V = blend_holdout of the training patients, weights from the window's end points (Wang et
+    # al.); validation: V = the validation split, weights averaged over the window's epochs (the paper's
+    # Appendix C).
+    blend_estimate: str = "holdout"
     blend_holdout: float = 0.1
     # reg.blend=offline: the blend_weights.json written by `mvmammo blend-estimate` (its curves give the
     # weights for this run's blend_metric and blend_epochs), or a hand-written {"cc", "mlo", "joint"}.
@@ -108,7 +112,6 @@ class RunConfig:
     precision: str = "fp32"  # fp32 | bf16 (autocast)
     channels_last: bool = False
     compile: bool = False
-    num_workers: int = 0
     # Batches loaded ahead by a background thread into pinned memory (uint16 bytes, copied on a side CUDA
     # stream); 0 = load each batch when it is needed. Results are identical either way.
     prefetch: int = 2
@@ -119,8 +122,13 @@ class RunConfig:
     progress: bool = True
     grad_norms: bool = True  # per-group gradient norm at every step
     lca: bool = False
-    lca_every: int = 60
-    lca_subsample: int = 64
+    lca_every: int = 60  # optimizer steps per LCA chord
+    lca_subsample: int = 64  # breasts in the subsample S drawn once for the run (lca_redraw false)
+    # True: S is re-drawn every epoch as lca_fraction of that epoch's positive and of its negative units
+    # (exams or breasts, as data.sampling), the paper's Appendix A (970 exams = 10%); a chord never spans
+    # two subsamples (one ends at every epoch end).
+    lca_redraw: bool = False
+    lca_fraction: float = 0.1
     lca_tol: float = 0.05
     max_steps: int = 0  # 0 = no limit; a cap for smoke tests
     tensorboard: bool = False  # also write TensorBoard event files into the run folder (pip install tensorboard)
@@ -135,20 +143,33 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
 
-# Named presets: overrides on the defaults. Experiment files in configs/ name the paper table they reproduce.
+# The paper's full-resolution setting (GPU): windows, column width, minibatch 4, 100 epochs (SPEC section 5).
+# The learning rate is the search's (Appendix B: log-uniform in [1e-5, 1e-3]); 1e-5 is its lower end.
+_PAPER_FULL = ["data.size_cc=(2677, 1942)", "data.size_mlo=(2974, 1748)", "model.width=16",
+               "optim.batch_size=4", "optim.epochs=100", "optim.lr=1e-5", "run.precision=bf16",
+               "run.channels_last=True"]
+
+# Named presets: overrides on the defaults (comma-separated names apply left to right). Experiment files in
+# src/mvmammo/experiments/ name the paper table they reproduce.
 PRESETS: dict[str, list[str]] = {
     "default": [],
     # CPU demo scale: 128x96 windows, a narrow column, short training.
     "cpu-demo": ["data.size_cc=(128, 96)", "data.size_mlo=(128, 96)", "model.width=8", "optim.epochs=12",
                  "optim.batch_size=16", "optim.lr=1e-3"],
-    # The paper's full-resolution setting (GPU).
-    "paper-full": ["data.size_cc=(2677, 1942)", "data.size_mlo=(2974, 1748)", "model.width=16",
-                   "optim.batch_size=4", "optim.epochs=100", "optim.lr=1e-5", "run.precision=bf16",
-                   "run.channels_last=True"],
+    "paper-full": _PAPER_FULL,
+    # Modality dropout runs train 150 epochs ("given the slower convergence"); the per-view rates come from
+    # the search (U[0, 1) each, at lr 1e-5 or 1e-4): reg.moddrop_cc=... reg.moddrop_mlo=...
+    "paper-moddrop": _PAPER_FULL + ["optim.epochs=150"],
+    # Pretraining: head-only fine-tuning for 50 epochs; give reg.pretrained_cc / reg.pretrained_mlo.
+    "paper-pretrain": _PAPER_FULL + ["optim.epochs=50", "reg.finetune=head"],
+    # Loss Change Allocation as Appendix A: lr 1e-5, a chord every 60 steps on 10% of each epoch's positive
+    # and negative exams (re-drawn every epoch), about 6 epochs.
+    "paper-lca": _PAPER_FULL + ["optim.epochs=6", "optim.lr=1e-5", "run.lca=true", "run.lca_every=60",
+                                "run.lca_redraw=true", "run.lca_fraction=0.1"],
 }
 
 
-class ConfigError(ValueError):
+class ConfigError(UsageError, ValueError):
     """A bad override or preset; the message names the key and the accepted values."""
 
 
@@ -219,7 +240,9 @@ def to_dict(cfg: Any) -> dict:
 
 
 def from_dict(d: dict) -> Config:
-    """Inverse of :func:`to_dict` (lists back to tuples); unknown keys are ignored for forward compatibility."""
+    """Inverse of :func:`to_dict` (lists back to tuples). Unknown keys are ignored, for forward compatibility
+    and for config.json files of older versions (e.g. data.window_cc, data.window_mlo, run.num_workers,
+    which were never read and have been removed)."""
 
     def build(cls: type, values: dict) -> Any:
         types = _field_types(cls)
@@ -239,7 +262,11 @@ def from_dict(d: dict) -> Config:
 
 
 def save(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    """Write config.json atomically (a temp file in the same folder, then os.replace)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def load(path: str | Path) -> Config:

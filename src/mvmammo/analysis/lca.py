@@ -1,7 +1,9 @@
 """Loss Change Allocation during training (run.lca): the MIDL "every k iterations, on a subsample" variant.
 
-Every ``run.lca_every`` optimizer steps the change of the loss on a FIXED subsample S of the training set
-(``run.lca_subsample`` breasts, drawn once at the start) between the previous LCA point theta_a and now
+Every ``run.lca_every`` optimizer steps the change of the loss on a subsample S of the training set
+(``run.lca_subsample`` breasts drawn once at the start; or, with ``run.lca_redraw``, re-drawn every epoch
+as ``run.lca_fraction`` of that epoch's positive and of its negative exams, as the paper's Appendix A)
+between the previous LCA point theta_a and now
 theta_b is allocated to every trainable parameter along the straight chord a -> b (analysis/lca_math.py:
 adaptive composite Simpson, n = 2..32, until |err| <= run.lca_tol |L(b) - L(a)|), and summed per parameter
 group (cc, mlo, shared, aux_cc, aux_mlo). See docs/analysis.md for the choices; in short:
@@ -15,6 +17,9 @@ group (cc, mlo, shared, aux_cc, aux_mlo). See docs/analysis.md for the choices; 
   the endpoints included, uses the buffers as they are at b (the current ones); L(a) is recomputed with b's
   buffers. The jump from L(a; buffers at a) (the previous line's loss_b) to L(a; buffers at b) is logged
   as ``bn_shift``, so the cumulative sum of lca_* + err + bn_shift reconstructs the eval-mode loss curve.
+- With run.lca_redraw, a chord ends at every epoch end (on the subsample it started on) and the next one
+  starts on the new epoch's subsample, so no chord mixes two subsamples; its first chord is then shorter
+  than run.lca_every steps.
 - Streaming: only theta_a (flat float32, on the CPU) is kept between points; accumulators are float64.
 - The chord's split is not the SGD trajectory's split (k steps per chord cut off oscillations); what is
   reported is the k-step LCA of the chord.
@@ -34,7 +39,7 @@ import torch
 
 from mvmammo.analysis.grad_norms import group_of
 from mvmammo.analysis.lca_math import allocate_chord, error_ratio
-from mvmammo.data.sampler import batches
+from mvmammo.data.sampler import batches, epoch_rows, subsample_rows
 
 CACHE_LIMIT_BYTES = 512 * 2**20  # keep S's input tensors in memory below this; else rebuild them per pass
 
@@ -54,6 +59,16 @@ def pick_subsample(labels: np.ndarray, n: int, neg_ratio: float, seed: int) -> n
     n_lab = min(len(lab), n - n_free)
     pick = np.concatenate([rng.choice(lab, n_lab, replace=False), rng.choice(free, n_free, replace=False)])
     return np.sort(pick)
+
+
+def epoch_subsample(cache, train_rows: np.ndarray, cfg, epoch: int) -> np.ndarray:
+    """run.lca_redraw's S for one epoch: run.lca_fraction of the epoch's positive and of its negative units
+    (exams under data.sampling=exam, both breasts of each; else breasts), from the epoch's own sample."""
+    rows = np.asarray(train_rows)
+    order = epoch_rows(rows, cache.labels(rows), cfg.run.seed, epoch, cfg.data.neg_ratio, cfg.data.sampling,
+                       cache.index)
+    index = cache.index if cfg.data.sampling == "exam" else None
+    return subsample_rows(order, cache.labels(order), cfg.run.lca_fraction, cfg.run.seed, epoch, index)
 
 
 class LCAHook:
@@ -80,19 +95,28 @@ class LCAHook:
             self.groups.setdefault(group_of(name), []).append(i)
         dev = self.params[0][1].device
         self.acc_device = torch.device("cpu") if dev.type == "mps" else dev  # float64 accumulators
-        labels = ctx.maker.cache.labels(ctx.train_rows)
-        idx = pick_subsample(labels, self.cfg.run.lca_subsample, self.cfg.data.neg_ratio, self.cfg.run.seed)
-        self.rows = np.asarray(ctx.train_rows)[idx]
-        self.chunks = list(batches(self.rows, self.chunk))
-        spec = ctx.maker.cache.spec
-        per = sum(int(np.prod(spec.size(v))) for v in ("cc", "mlo")) * spec.channels * 4
-        self.cached = [ctx.maker.make(c, train=False) for c in self.chunks] \
-            if per * len(self.rows) <= CACHE_LIMIT_BYTES else None
+        self.redraw = bool(self.cfg.run.lca_redraw)
+        self.train_rows = np.asarray(ctx.train_rows)
+        if self.redraw:
+            self._use(epoch_subsample(ctx.maker.cache, self.train_rows, self.cfg, ctx.epoch), ctx.epoch)
+        else:
+            labels = ctx.maker.cache.labels(self.train_rows)
+            idx = pick_subsample(labels, self.cfg.run.lca_subsample, self.cfg.data.neg_ratio, self.cfg.run.seed)
+            self._use(self.train_rows[idx], None)
         self.path = Path(ctx.run_dir) / "lca.jsonl"
         self._truncate(ctx.step)
         self.step_a = ctx.step
         self.theta_a = self._flat().cpu()  # the only snapshot kept between points
         self.loss_a_own = self._loss_only(ctx.model)  # L(a) with a's own buffers
+
+    def _use(self, rows: np.ndarray, epoch: int | None) -> None:
+        """Make ``rows`` the subsample S (its centre-window batches kept in memory when small enough)."""
+        self.rows, self.rows_epoch = np.asarray(rows), epoch
+        self.chunks = list(batches(self.rows, self.chunk))
+        spec = self.maker.cache.spec
+        per = sum(int(np.prod(spec.size(v))) for v in ("cc", "mlo")) * spec.channels * 4
+        self.cached = [self.maker.make(c, train=False) for c in self.chunks] \
+            if per * len(self.rows) <= CACHE_LIMIT_BYTES else None
 
     def _truncate(self, step: int) -> None:
         if not self.path.exists():
@@ -161,7 +185,8 @@ class LCAHook:
             self._set(theta_b)  # back exactly to the training state
             model.train(was)
         line = {"kind": "lca", "epoch": ctx.epoch, "step_a": self.step_a, "step_b": ctx.step,
-                "subsample": int(len(self.rows)), "n": res.n, "evals": res.evals, "converged": res.converged,
+                "subsample": int(len(self.rows)), "subsample_epoch": self.rows_epoch,
+                "n": res.n, "evals": res.evals, "converged": res.converged,
                 "loss_a": res.loss_a, "loss_b": res.loss_b, "delta": res.delta,
                 "bn_shift": res.loss_a - self.loss_a_own,
                 "err": res.err, "err_ratio": error_ratio(res.err, res.delta),
@@ -185,6 +210,16 @@ class LCAHook:
     def after_step(self, ctx) -> dict:
         if ctx.step % self.every == 0 and ctx.step > self.step_a:
             self._chord(ctx)
+        return {}
+
+    def on_epoch_end(self, ctx) -> dict:
+        """run.lca_redraw: close the chord on this epoch's subsample, then draw the next epoch's."""
+        if not self.redraw or ctx.epoch + 1 >= self.cfg.optim.epochs:
+            return {}
+        if ctx.step > self.step_a:
+            self._chord(ctx)
+        self._use(epoch_subsample(ctx.maker.cache, self.train_rows, self.cfg, ctx.epoch + 1), ctx.epoch + 1)
+        self.loss_a_own = self._loss_only(ctx.model)  # L(a) on the new subsample, a's own buffers
         return {}
 
     def on_train_end(self, ctx) -> None:

@@ -1,4 +1,5 @@
-"""`mvmammo blend-estimate --out DIR [--preset P] overrides...`: gradient blending's offline weight estimate;
+"""`mvmammo blend-estimate --out DIR [--preset P] overrides...`: gradient blending's offline weight estimate
+(reg.blend_estimate=holdout: V held out of train; validation: the paper's Appendix C, V = validation split);
 `mvmammo blend-table PATH...`: the blending weights as in the paper's Table 4 (mean +- std over seeds)."""
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="estimate folder: cc/, mlo/, joint/ runs and blend_weights.json")
     p.add_argument("--preset", default="default", help="named preset(s), comma-separated")
     p.add_argument("overrides", nargs="*", help="the blended run's config overrides (model.family, optim.*, "
-                                                "reg.blend_epochs, reg.blend_metric, reg.blend_holdout, ...)")
+                                                "reg.blend_epochs, reg.blend_metric, reg.blend_estimate="
+                                                "holdout|validation, reg.blend_holdout, ...)")
     p.set_defaults(func=run_estimate)
     t = sub.add_parser("blend-table", help="blending weights of estimate folders or blended runs (Table 4)")
     t.add_argument("paths", nargs="+", help="blend_weights.json files, estimate folders or blended run folders")

@@ -1,10 +1,20 @@
-"""Batched window augmentation as tensor ops (CPU or GPU).
+"""Batched window augmentation as tensor ops (CPU or GPU), as the reference code's random crop.
 
-Input: cached windows (B, C, H + 2m, W + 2m) with m px of context on each side. Training draws, per sample,
-a size noise ds and a position noise (dy, dx), cuts the window of size (H + ds, W + ds * W/H) centred at
-(dy, dx) from the centre, and resizes it back to (H, W) with one affine_grid + grid_sample. The box always
-stays inside the cached window: |dy| + max(ds, 0)/2 <= m. Then the image channel is standardised per window
-(mean 0, std 1) and the heatmap channels are mapped to [0, 1].
+Input: cached windows (B, C, H + 2m, W + 2m) with m px of context on each side (m = 100 px at full
+resolution, scaled to the cached size). Training draws, per sample:
+  - size noise: each of the four borders moves independently by e ~ U[-m, m] px (positive = outwards), so
+    the box height H + e_top + e_bottom and width W + e_left + e_right vary independently (the aspect ratio
+    changes too);
+  - position noise: the whole box then shifts by dy ~ U[max(e_top, 0) - m, m - max(e_bottom, 0)] (dx
+    likewise): up to m px either way, less on a side whose border moved out, so the box always stays within
+    the m px of cached context (the reference pads beyond the image instead; we have only m px of it).
+The box is resized back to (H, W) with one affine_grid + grid_sample (bicubic, as the reference's resize;
+samples beyond the cached window, which only bicubic's outer taps can reach, repeat its edge pixel). Then
+the image channel is standardised per window (mean 0, std 1) and the heatmap channels are mapped to [0, 1].
+
+Boxes are (B, 4) float (y0, y1, x0, x1): the box's edges relative to the centre window's edges in cached px,
+so the box covers rows [m + y0, m + H + y1) and columns [m + x0, m + W + x1) of the cached window; the
+centre window is (0, 0, 0, 0) and any drawn box has -m <= y0, x0 and y1, x1 <= m.
 """
 from __future__ import annotations
 
@@ -13,22 +23,30 @@ import torch.nn.functional as F
 
 from mvmammo.data.cache import HEATMAP_SCALE
 
-
-def sample_boxes(batch: int, margin: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(B, 3) float: (ds, dy, dx) in cached px, with ds in [-m, m] and |dy|, |dx| <= m - max(ds, 0)/2."""
-    u = torch.rand(batch, 3, generator=generator)
-    ds = (2 * u[:, 0] - 1) * margin
-    room = margin - ds.clamp(min=0) / 2
-    dy = (2 * u[:, 1] - 1) * room
-    dx = (2 * u[:, 2] - 1) * room
-    return torch.stack([ds, dy, dx], dim=1)
+RESIZE_MODE = "bicubic"  # the reference code's resampling (SPEC section 2); "bilinear" is cheaper
 
 
-def crop_resize(x: torch.Tensor, size: tuple[int, int], boxes: torch.Tensor | None, mode: str = "bilinear"
+def _between(lo: torch.Tensor, hi: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    return lo + u * (hi - lo)
+
+
+def sample_boxes(batch: int, margin: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, 4) float (y0, y1, x0, x1) in cached px; the draw is the module doc's, from ``generator`` only."""
+    u = torch.rand(batch, 6, generator=generator)
+    e = (2 * u[:, :4] - 1) * margin  # (B, 4) outward moves of the top, bottom, left, right borders
+    e_top, e_bottom, e_left, e_right = e.unbind(1)
+    dy = _between(e_top.clamp(min=0) - margin, margin - e_bottom.clamp(min=0), u[:, 4])
+    dx = _between(e_left.clamp(min=0) - margin, margin - e_right.clamp(min=0), u[:, 5])
+    return torch.stack([dy - e_top, dy + e_bottom, dx - e_left, dx + e_right], dim=1)
+
+
+def crop_resize(x: torch.Tensor, size: tuple[int, int], boxes: torch.Tensor | None, mode: str = RESIZE_MODE
                 ) -> torch.Tensor:
     """Cut per-sample boxes from x (B, C, Hp, Wp) and resize to size -> (B, C, H, W).
 
-    boxes None = the deterministic centre window (a plain slice, no resampling).
+    boxes: (B, 4) (y0, y1, x0, x1) as in the module doc, or None = the deterministic centre window (a plain
+    slice, no resampling). Output pixel k of a box [a, b) samples the input at a + (k + 1/2)(b - a)/H - 1/2
+    (pixel centres; align_corners=False), so a box of the output's size is an exact (shifted) slice.
     """
     b, c, hp, wp = x.shape
     h, w = size
@@ -36,17 +54,18 @@ def crop_resize(x: torch.Tensor, size: tuple[int, int], boxes: torch.Tensor | No
         my, mx = (hp - h) // 2, (wp - w) // 2
         return x[:, :, my:my + h, mx:mx + w]
     boxes = boxes.to(device=x.device, dtype=torch.float32)
-    ds, dy, dx = boxes.unbind(1)
-    box_h = h + ds
-    box_w = w + ds * (w / h)
+    y0, y1, x0, x1 = boxes.unbind(1)
+    box_h, box_w = h + y1 - y0, w + x1 - x0
+    my, mx = (hp - h) // 2, (wp - w) // 2  # the centre window's first row / column, as the slice above
     theta = torch.zeros(b, 2, 3, device=x.device, dtype=torch.float32)
-    # affine_grid maps output coords in [-1, 1] to input coords in [-1, 1] (align_corners=False).
+    # affine_grid maps output coords v in [-1, 1] to input coords u = theta v + t (align_corners=False);
+    # the box's pixel edges [lo, hi) give scale (hi - lo) / Wp and offset (lo + hi) / Wp - 1.
     theta[:, 0, 0] = box_w / wp
     theta[:, 1, 1] = box_h / hp
-    theta[:, 0, 2] = 2 * dx / wp
-    theta[:, 1, 2] = 2 * dy / hp
+    theta[:, 0, 2] = (2 * mx + w + x0 + x1) / wp - 1
+    theta[:, 1, 2] = (2 * my + h + y0 + y1) / hp - 1
     grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)
-    return F.grid_sample(x, grid.to(x.dtype), mode=mode, padding_mode="zeros", align_corners=False)
+    return F.grid_sample(x, grid.to(x.dtype), mode=mode, padding_mode="border", align_corners=False)
 
 
 def normalise(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -62,7 +81,7 @@ def normalise(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 
 
 def make_views(raw: torch.Tensor, size: tuple[int, int], margin: int, train: bool,
-               generator: torch.Generator | None = None, mode: str = "bilinear") -> torch.Tensor:
+               generator: torch.Generator | None = None, mode: str = RESIZE_MODE) -> torch.Tensor:
     """uint16-valued windows (B, C, Hp, Wp) (any dtype) -> network input (B, C, H, W) float32."""
     x = raw.float()
     boxes = sample_boxes(x.shape[0], margin, generator) if (train and margin > 0) else None

@@ -2,12 +2,19 @@
 L = w_cc L(aux_logits_cc) + w_mlo L(aux_logits_mlo) + w_joint L(logits).
 
 Offline estimate: three models (uni-view CC, uni-view MLO and the run's own two-view family, i.e. the
-"joint" role) are trained on T' = train \\ V, where V = reg.blend_holdout of the training patients
-(data.holdout_fraction; training/holdout.py). Their per-epoch curves (loss and malignant AUC on T' and
-on V, index = epochs trained, 0 = before training) give, over the window (N, M) = reg.blend_epochs,
-    dG = L_V[N] - L_V[M]                                  generalisation gain
-    dO = (L_V[M] - L_T'[M]) - (L_V[N] - L_T'[N])          growth of the overfitting gap
-    w  = max(dG, 0) / max(dO^2, floor),  normalised to sum 1.
+"joint" role) are trained with the plain loss; their per-epoch curves (loss and malignant AUC on a
+training set T and a held-out set V, index = epochs trained, 0 = before training) give the weights.
+reg.blend_estimate chooses T, V and the formula:
+  - "holdout" (Wang et al.; public code): V = reg.blend_holdout of the training patients
+    (data.holdout_fraction; training/holdout.py), the models train on T = train \\ V; over the window
+    (N, M) = reg.blend_epochs
+        dG = L_V[N] - L_V[M]                                  generalisation gain
+        dO = (L_V[M] - L_T[M]) - (L_V[N] - L_T[N])            growth of the overfitting gap
+        w  = max(dG, 0) / max(dO^2, floor),  normalised to sum 1;
+  - "validation" (the paper's Appendix C): the models train on the whole training split, V is the
+    validation split and T the training split (both measured in eval mode on the centre window after
+    every epoch); the weights of every one-epoch window (e - 1, e), N < e <= M, are computed as above
+    and averaged over the window ("average weights ... over a window of epochs").
 With reg.blend_metric=auc the loss-like quantity is 1 - AUC (malignant, the primary label).
 :func:`blend_weights` is that arithmetic, a pure function of the curves.
 
@@ -21,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -28,26 +36,63 @@ from pathlib import Path
 from mvmammo.config import Config, RegularizerConfig
 
 ROLES = ("cc", "mlo", "joint")
+ESTIMATES = ("holdout", "validation")
 MIN_DO2 = 1e-8  # floor on dO^2 (tsai's choice): a head that does not overfit at all gets ~all the weight
 
 
-def curves_from_run(run_dir: str | Path) -> dict[str, list[float]]:
-    """{loss_T, loss_V, auc_T, auc_V}: lists indexed by epochs trained (0 = before training)."""
+def curves_from_run(run_dir: str | Path, estimate: str = "holdout") -> dict[str, list[float]]:
+    """{loss_T, loss_V, auc_T, auc_V}: lists indexed by epochs trained (0 = before training).
+
+    estimate "holdout": V = holdout_*, T = train_eval_* (on T'); "validation": V = val_*, T = train_eval_*
+    (on the whole training split; :class:`ValidationCurves` logs them).
+    """
     path = Path(run_dir) / "metrics.jsonl"
     lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
     epochs = {d["epoch"]: d for d in lines if d.get("kind") == "epoch"}  # last line of an epoch wins
-    if not epochs or "holdout_loss" not in epochs[min(epochs)] or "init_holdout_loss" not in epochs.get(0, {}):
-        raise ValueError(f"{path}: no holdout curves (train with data.holdout_fraction > 0, from epoch 0)")
+    v = "holdout" if estimate == "holdout" else "val"
+    if not epochs or f"init_{v}_loss" not in epochs.get(0, {}) or "train_eval_loss" not in epochs[min(epochs)]:
+        how = "data.holdout_fraction > 0" if estimate == "holdout" else "the ValidationCurves hook"
+        raise ValueError(f"{path}: no {estimate} curves (train with {how}, from epoch 0)")
     first = epochs[0]
-    out = {"loss_T": [first["init_train_eval_loss"]], "loss_V": [first["init_holdout_loss"]],
-           "auc_T": [first["init_train_eval_auc_malignant"]], "auc_V": [first["init_holdout_auc_malignant"]]}
+    out = {"loss_T": [first["init_train_eval_loss"]], "loss_V": [first[f"init_{v}_loss"]],
+           "auc_T": [first["init_train_eval_auc_malignant"]], "auc_V": [first[f"init_{v}_auc_malignant"]]}
     for e in sorted(epochs):
         d = epochs[e]
         out["loss_T"].append(d["train_eval_loss"])
-        out["loss_V"].append(d["holdout_loss"])
+        out["loss_V"].append(d[f"{v}_loss"])
         out["auc_T"].append(d["train_eval_auc_malignant"])
-        out["auc_V"].append(d["holdout_auc_malignant"])
+        out["auc_V"].append(d[f"{v}_auc_malignant"])
     return out
+
+
+class ValidationCurves:
+    """Loop hook for reg.blend_estimate=validation: loss and AUCs on the whole training split in eval mode
+    (``train_eval_*``) after every epoch, and before training (``init_train_eval_*``, ``init_val_*``) in
+    the first epoch's line; the loop itself logs ``val_*`` (same evaluation path: centre window, eval
+    mode, the training loss definition), so L_V and L_T are on the same scale."""
+
+    def __init__(self):
+        self.init: dict = {}
+
+    @staticmethod
+    def _measure(ctx, rows) -> dict:
+        from mvmammo.training.loop import evaluate_rows  # lazy: the loop imports this module's users
+
+        r = evaluate_rows(ctx.model, ctx.maker, rows, ctx.cfg)
+        return {"loss": r["loss"], "auc_malignant": r["auc_malignant"], "auc_benign": r["auc_benign"]}
+
+    def on_train_start(self, ctx) -> dict:
+        self.init = {}
+        if ctx.epoch == 0:  # a fresh run (a resumed one logged its epoch-0 line already)
+            for prefix, rows in (("train_eval", ctx.train_rows), ("val", ctx.val_rows)):
+                self.init.update({f"init_{prefix}_{k}": v for k, v in self._measure(ctx, rows).items()})
+        return {}
+
+    def on_epoch_end(self, ctx) -> dict:
+        out = {f"train_eval_{k}": v for k, v in self._measure(ctx, ctx.train_rows).items()}
+        if ctx.epoch == 0:
+            out.update(self.init)
+        return out
 
 
 def blend_terms(curves: dict, metric: str = "loss", window: tuple[int, int] = (0, 5),
@@ -82,10 +127,38 @@ def blend_terms(curves: dict, metric: str = "loss", window: tuple[int, int] = (0
     return terms
 
 
+def averaged_terms(curves: dict, metric: str = "loss", window: tuple[int, int] = (0, 5),
+                   min_do2: float = MIN_DO2) -> dict[str, dict[str, float]]:
+    """reg.blend_estimate=validation: per role, the weights of the one-epoch windows (e - 1, e),
+    N < e <= M, averaged (``weight``; they still sum to 1 over the roles), next to dG and dO of the whole
+    window (for the table) and the number of windows averaged."""
+    n, m = int(window[0]), int(window[1])
+    whole = blend_terms(curves, metric, (n, m), min_do2)  # checks the window and the curves' length
+    per_epoch = [blend_terms(curves, metric, (e - 1, e), min_do2) for e in range(n + 1, m + 1)]
+    return {r: {"dG": whole[r]["dG"], "dO": whole[r]["dO"], "epochs": len(per_epoch),
+                "weight": sum(t[r]["weight"] for t in per_epoch) / len(per_epoch)} for r in ROLES}
+
+
+def estimate_terms(curves: dict, metric: str = "loss", window: tuple[int, int] = (0, 5),
+                   estimate: str = "holdout", min_do2: float = MIN_DO2) -> dict[str, dict[str, float]]:
+    """The terms of reg.blend_estimate: end points of the window (holdout) or per-epoch averages
+    (validation)."""
+    if estimate not in ESTIMATES:
+        raise ValueError(f"reg.blend_estimate={estimate!r}; use {' or '.join(ESTIMATES)}")
+    fn = blend_terms if estimate == "holdout" else averaged_terms
+    return fn(curves, metric, window, min_do2)
+
+
 def blend_weights(curves: dict, metric: str = "loss", window: tuple[int, int] = (0, 5),
-                  min_do2: float = MIN_DO2) -> dict[str, float]:
+                  min_do2: float = MIN_DO2, estimate: str = "holdout") -> dict[str, float]:
     """{cc, mlo, joint} weights, >= 0, summing to 1, from the curves of the three estimate models."""
-    return {r: t["weight"] for r, t in blend_terms(curves, metric, window, min_do2).items()}
+    return {r: t["weight"] for r, t in estimate_terms(curves, metric, window, estimate, min_do2).items()}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def swap_views(w: dict[str, float]) -> dict[str, float]:
@@ -100,11 +173,16 @@ def estimate_configs(cfg: Config, folder: str | Path) -> dict[str, Config]:
 
     if cfg.model.family.startswith("uni_"):
         raise ValueError(f"gradient blending needs a two-view model family, not {cfg.model.family!r}")
+    if cfg.reg.blend_estimate not in ESTIMATES:
+        raise ValueError(f"reg.blend_estimate={cfg.reg.blend_estimate!r}; use {' or '.join(ESTIMATES)}")
     folder = Path(folder)
     # No regularizer in the estimate runs, and the same config whichever blended row asks first (a row
     # with window (N, M) and one with (0, M) share one estimate).
-    reg = RegularizerConfig(blend_holdout=cfg.reg.blend_holdout, blend_epochs=(0, int(cfg.reg.blend_epochs[1])))
-    data = replace(cfg.data, holdout_fraction=cfg.reg.blend_holdout, cache_dir=str(cache_root(cfg)))
+    validation = cfg.reg.blend_estimate == "validation"
+    reg = RegularizerConfig(blend_holdout=0.0 if validation else cfg.reg.blend_holdout,
+                            blend_epochs=(0, int(cfg.reg.blend_epochs[1])), blend_estimate=cfg.reg.blend_estimate)
+    holdout = 0.0 if validation else cfg.reg.blend_holdout  # validation: train on the whole training split
+    data = replace(cfg.data, holdout_fraction=holdout, cache_dir=str(cache_root(cfg)))
     optim = replace(cfg.optim, epochs=int(cfg.reg.blend_epochs[1]))
     out = {}
     for role, family in (("cc", "uni_cc"), ("mlo", "uni_mlo"), ("joint", cfg.model.family)):
@@ -121,33 +199,36 @@ def estimate(cfg: Config, folder: str | Path, filename: str = "blend_weights.jso
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfgs = estimate_configs(cfg, folder)
+    kind = cfg.reg.blend_estimate
     for role, c in cfgs.items():
         if not (Path(c.run.out) / "DONE").exists():
-            print(f"blend estimate: training the {role} model ({c.model.family}) on T' for "
+            on = "T'" if kind == "holdout" else "the training split (V = validation)"
+            print(f"blend estimate: training the {role} model ({c.model.family}) on {on} for "
                   f"{c.optim.epochs} epochs into {c.run.out}", flush=True)
-            train(c)
-    curves = {role: curves_from_run(c.run.out) for role, c in cfgs.items()}
+            train(c, hooks=[ValidationCurves()] if kind == "validation" else [])
+    curves = {role: curves_from_run(c.run.out, kind) for role, c in cfgs.items()}
     reg = cfg.reg
     last = int(reg.blend_epochs[1])
     windows = sorted({tuple(int(x) for x in reg.blend_epochs), (0, last), (max(last - 2, 0), last)})
-    estimates = [{"metric": mt, "window": list(w), "terms": _safe_terms(curves, mt, w)}
+    estimates = [{"metric": mt, "window": list(w), "terms": _safe_terms(curves, mt, w, kind)}
                  for mt in ("loss", "auc") for w in windows if w[0] < w[1]]
     result = {
-        "metric": reg.blend_metric, "window": list(reg.blend_epochs),
-        "weights": _weights_or_none(_safe_terms(curves, reg.blend_metric, reg.blend_epochs)),
+        "estimate": kind, "metric": reg.blend_metric, "window": list(reg.blend_epochs),
+        "weights": _weights_or_none(_safe_terms(curves, reg.blend_metric, reg.blend_epochs, kind)),
         "estimates": estimates,
-        "holdout": {"fraction": reg.blend_holdout, "seed": cfg.data.holdout_seed, "seed_of_runs": cfg.run.seed},
+        "holdout": {"fraction": reg.blend_holdout if kind == "holdout" else 0.0, "seed": cfg.data.holdout_seed,
+                    "seed_of_runs": cfg.run.seed},
         "runs": {role: c.run.out for role, c in cfgs.items()},
         "curves": curves,
     }
-    (folder / filename).write_text(json.dumps(result, indent=2) + "\n")
+    _write_atomic(folder / filename, json.dumps(result, indent=2) + "\n")
     print(format_estimates(result))
     return result
 
 
-def _safe_terms(curves, metric, window):
+def _safe_terms(curves, metric, window, estimate="holdout"):
     try:
-        return blend_terms(curves, metric, window)
+        return estimate_terms(curves, metric, window, estimate)
     except ValueError as exc:  # e.g. AUC undefined on a small V: report, do not fail the loss estimate
         return {"error": str(exc)}
 
@@ -158,7 +239,10 @@ def _weights_or_none(terms: dict) -> dict | None:
 
 def format_estimates(result: dict) -> str:
     """Table 4 style: one line per (metric, window) with the weights (joint, cc, mlo, as the paper)."""
-    lines = [f"{'metric':<7} {'window':<10} {'w_joint':>8} {'w_cc':>8} {'w_mlo':>8}   dG (joint, cc, mlo)"]
+    how = ("weights averaged over the window's epochs, V = validation split"
+           if result.get("estimate") == "validation" else "window end points, V held out of train")
+    lines = [f"gradient blending estimate ({how})",
+             f"{'metric':<7} {'window':<10} {'w_joint':>8} {'w_cc':>8} {'w_mlo':>8}   dG (joint, cc, mlo)"]
     for e in result["estimates"]:
         t = e["terms"]
         win = f"[{e['window'][0]}, {e['window'][1]}]"
@@ -185,7 +269,12 @@ def _read_weights(reg: RegularizerConfig) -> dict[str, float]:
         path = Path(reg.blend_weights_file)
         data = json.loads(path.read_text())
         if "curves" in data:
-            w = blend_weights(data["curves"], reg.blend_metric, reg.blend_epochs)
+            made = data.get("estimate", "holdout")
+            if made != reg.blend_estimate:
+                raise ValueError(f"{path}: estimated with reg.blend_estimate={made}, but this run asks for "
+                                 f"{reg.blend_estimate}; set reg.blend_estimate={made} or estimate into another "
+                                 "folder")
+            w = blend_weights(data["curves"], reg.blend_metric, reg.blend_epochs, estimate=made)
         else:
             w = data.get("weights", data)
             w = {r: float(w[r]) for r in ROLES}
@@ -230,11 +319,12 @@ def prepare_blend(model, cfg: Config) -> dict[str, float]:
             estimate(cfg, path.parent, path.name)
     w = dict(zip(ROLES, weights_for(cfg.reg)))
     record = {"blend": cfg.reg.blend, "source": cfg.reg.blend_weights_file or "reg.blend_weights",
-              "metric": cfg.reg.blend_metric, "window": list(cfg.reg.blend_epochs),
+              "estimate": cfg.reg.blend_estimate, "metric": cfg.reg.blend_metric,
+              "window": list(cfg.reg.blend_epochs),
               "swapped": cfg.reg.blend_swap_views, "weights": w}
     run_dir = Path(cfg.run.out)
     if run_dir.is_dir():
-        (run_dir / "blend_weights.json").write_text(json.dumps(record, indent=2) + "\n")
+        _write_atomic(run_dir / "blend_weights.json", json.dumps(record, indent=2) + "\n")
     if cfg.run.progress:
         print(f"gradient blending weights: w_cc {w['cc']:.3f}, w_mlo {w['mlo']:.3f}, w_joint {w['joint']:.3f}")
     return w

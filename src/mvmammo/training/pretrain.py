@@ -16,7 +16,9 @@ A source may also be a Shared run (its column is read from ``shared.column.*``).
 ``reg.finetune=head`` freezes everything but the output layers (``*.head.*`` and the auxiliary heads):
 requires_grad is switched off, so build_optimizer leaves those parameters out of Adam, and the frozen
 BatchNorm layers stay in eval mode (their running statistics are part of the pretrained columns and
-must not drift either), so the frozen columns compute exactly what they computed at the start.
+must not drift either), so the frozen columns compute exactly what they computed at the start. The eval
+mode is enforced by the model's own forward (:func:`freeze_batchnorm`), so it holds under torchrun too,
+where BatchNorm layers are replaced by their global-batch versions after this point.
 """
 from __future__ import annotations
 
@@ -115,8 +117,34 @@ def is_head(name: str) -> bool:
     return parts[0].startswith("aux_") or (len(parts) > 2 and parts[1] == "head")  # <group>.head.<tensor>
 
 
-def _pin_eval(module: nn.Module, args) -> None:
-    module.training = False  # a frozen BatchNorm normalises with, and never updates, its running stats
+def is_frozen_batchnorm(module: nn.Module) -> bool:
+    """A BatchNorm layer whose affine parameters are all frozen (requires_grad False)."""
+    params = list(module.parameters(recurse=False))
+    return (isinstance(module, nn.modules.batchnorm._BatchNorm) and bool(params)
+            and not any(p.requires_grad for p in params))
+
+
+def _pin_frozen_batchnorm(root: nn.Module, args) -> None:
+    """Forward pre-hook of the model itself: frozen BatchNorm layers normalise with, and never update,
+    their running statistics, whatever train() set before this forward."""
+    for module in root.modules():
+        if is_frozen_batchnorm(module):
+            module.training = False
+
+
+def freeze_batchnorm(model: nn.Module) -> int:
+    """Keep every frozen BatchNorm layer of ``model`` in eval mode in all its forwards; returns their count.
+
+    The rule lives on the model's own forward (one pre-hook, registered once) and reads the frozen flag
+    from the parameters at each call, not from hooks on the BatchNorm modules: converting BatchNorm for
+    DDP (SyncBatchNorm, or the CPU all-reduce version) replaces those modules but keeps the model, its
+    hooks and the very parameter tensors, so the freeze survives the conversion (and any done later).
+    """
+    target = getattr(model, "_orig_mod", model)
+    if not getattr(target, "_mv_freeze_bn", False):
+        target.register_forward_pre_hook(_pin_frozen_batchnorm)
+        target._mv_freeze_bn = True
+    return sum(is_frozen_batchnorm(m) for m in target.modules())
 
 
 def apply_finetune(model: nn.Module, cfg: Config) -> list[str]:
@@ -131,8 +159,5 @@ def apply_finetune(model: nn.Module, cfg: Config) -> list[str]:
         if not is_head(name):
             p.requires_grad_(False)
             frozen.append(name)
-    for module in target.modules():
-        params = list(module.parameters(recurse=False))
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and params and not any(p.requires_grad for p in params):
-            module.register_forward_pre_hook(_pin_eval)
+    freeze_batchnorm(target)
     return frozen
