@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mvmammo import VIEWS
-from mvmammo.data.cache import CacheSpec, WindowCache, margin_for
+from mvmammo.data.cache import CacheSpec, WindowCache, margins
 
 SIZES = {  # (H, W) of the CC and MLO windows, full height for the augmentation margin
     "full": ((2677, 1942), (2974, 1748), 2677),
@@ -27,8 +27,8 @@ def write_cache(root: str | Path, breasts: int, size: str = "full", channels: in
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     size_cc, size_mlo, full_h = SIZES[size]
-    spec = CacheSpec(size_cc=size_cc, size_mlo=size_mlo, margin_cc=margin_for(size_cc, noise_px, full_h),
-                     margin_mlo=margin_for(size_mlo, noise_px, full_h), channels=channels,
+    m_cc, m_mlo = margins(size_cc, size_mlo, noise_px, full_h)  # each view's margin by its own height
+    spec = CacheSpec(size_cc=size_cc, size_mlo=size_mlo, margin_cc=m_cc, margin_mlo=m_mlo, channels=channels,
                      table_sha="synthetic-benchmark")
     rng = np.random.default_rng(seed)
     for view in VIEWS:

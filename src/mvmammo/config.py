@@ -36,6 +36,9 @@ class DataConfig:
     # A window cache built beforehand (`mvmammo cache TABLE --out DIR`): train/evaluate/predict read it as is
     # (its own meta.json says channels and sizes); empty = build or reuse one under cache_dir.
     cache: str = ""
+    # How windows are kept: store (compressed shards + Parquet index, heatmaps at reduced resolution at full size;
+    # data/store/) | memmap (uint16 memory-mapped arrays, 71 MB per breast at full resolution; data/cache.py).
+    format: str = "store"
     # Breasts with one view: drop (default) | mask (kept; the absent view is masked out of the fusion).
     missing_view: str = "drop"
     # Source windows are resized to size_* keeping their aspect ratio (zero padding) unless false

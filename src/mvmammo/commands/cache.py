@@ -1,18 +1,29 @@
-"""`mvmammo cache TABLE`: decode every window once into the uint16 memory-mapped cache (resumable)."""
+"""`mvmammo cache TABLE --out DIR`: decode every window once into the uint16 window cache (resumable).
+
+Train, evaluate and predict read the result with ``data.cache=DIR``; its own channels and sizes are used.
+"""
 from __future__ import annotations
 
-import sys
+FLAGS = {"heatmaps": "--no-heatmaps", "out": "--out"}  # how error messages name the options here
 
 
 def register(sub) -> None:
-    p = sub.add_parser("cache", help="decode an exam table's windows once into a uint16 memory-mapped cache")
+    p = sub.add_parser("cache", help="decode an exam table's windows once into a uint16 window cache",
+                       description="Decode an exam table's windows once into a window cache (rebuilt where the "
+                                   "table, its images or these options change; an interrupted build resumes). "
+                                   "Use it in training with data.cache=DIR.")
     p.add_argument("table")
     p.add_argument("--out", required=True, help="cache folder (an interrupted build resumes here)")
     p.add_argument("--size-cc", type=int, nargs=2, default=(2677, 1942), metavar=("H", "W"))
     p.add_argument("--size-mlo", type=int, nargs=2, default=(2974, 1748), metavar=("H", "W"))
     p.add_argument("--no-heatmaps", action="store_true", help="cache the image channel only")
     p.add_argument("--noise-px", type=float, default=100.0,
-                   help="augmentation margin at full resolution (px of a 2677-px CC window)")
+                   help="augmentation margin at full resolution, px (of a 2677-px CC / 2974-px MLO window)")
+    p.add_argument("--stretch", action="store_true",
+                   help="resize each axis separately (default: keep the aspect ratio, zero-pad right/bottom)")
+    p.add_argument("--allow-missing-view", action="store_true",
+                   help="keep breasts with one view (the absent view is stored as zeros)")
+    p.add_argument("--no-labels", action="store_true", help="allow an unlabelled table (labels stored as -1)")
     p.add_argument("--verify", action="store_true", help="check every stored window against its checksum")
     p.set_defaults(func=run)
 
@@ -21,16 +32,20 @@ def run(args) -> int:
     from mvmammo.data import exams
     from mvmammo.data.cache import CacheError, build_cache
 
-    try:
-        df = exams.load_valid(args.table)
-        cache = build_cache(df, args.out, tuple(args.size_cc), tuple(args.size_mlo), not args.no_heatmaps,
-                            args.noise_px)
-    except (exams.TableError, CacheError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    for flag, size in (("--size-cc", args.size_cc), ("--size-mlo", args.size_mlo)):
+        if min(size) <= 0:
+            raise CacheError(f"{flag} {size[0]} {size[1]}: window sizes must be positive")
+    if args.noise_px < 0:
+        raise CacheError(f"--noise-px {args.noise_px:g}: must be >= 0")
+    df = exams.load_valid(args.table, allow_missing_view=args.allow_missing_view,
+                          require_labels=not args.no_labels)
+    cache = build_cache(df, args.out, tuple(args.size_cc), tuple(args.size_mlo), not args.no_heatmaps,
+                        args.noise_px, keep_aspect=not args.stretch, flags=FLAGS)
     spec = cache.spec
-    print(f"{args.out}: {len(cache)} breasts, CC {spec.stored_shape('cc')}, MLO {spec.stored_shape('mlo')} uint16 "
-          f"(margins {spec.margin_cc}/{spec.margin_mlo} px)")
+    one_view = int((~cache.present().all(axis=1)).sum())
+    print(f"{args.out}: {len(cache)} breasts ({one_view} with one view), CC {spec.stored_shape('cc')}, "
+          f"MLO {spec.stored_shape('mlo')} uint16 (margins {spec.margin_cc}/{spec.margin_mlo} px, "
+          f"{'aspect kept' if spec.keep_aspect else 'stretched'}); train with data.cache={args.out}")
     if args.verify:
         bad = cache.verify()
         for line in bad:

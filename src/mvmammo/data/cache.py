@@ -1,38 +1,55 @@
-"""The window cache: every breast's CC and MLO windows decoded once into uint16 memory-mapped arrays.
+"""The window cache: every breast's CC and MLO windows decoded once into uint16 arrays, memory-mapped to read.
 
 Layout of a cache folder:
-  meta.json            sizes, margins, channels, the table's checksum (a changed table rebuilds the cache)
-  index.csv            row -> breast_id, patient_id, split, benign, malignant
+  meta.json            the geometry (:class:`CacheSpec`: sizes, margins, channels, keep_aspect, resize rule,
+                       format version), the index checksum and when the file fingerprints were taken
+  index.csv            row -> breast_id, patient_id, exam_id, side, split, benign, malignant (-1 = unknown),
+                       has_cc, has_mlo, key / content (what the row's windows were made from, see cache_key.py)
   cc.npy, mlo.npy      uint16 (N, C, H + 2m, W + 2m): channel 0 the image (raw detector units, 12-16 bit),
-                       channels 1-2 the benign / malignant heatmaps scaled to 0..65535
+                       channels 1-2 the benign / malignant heatmaps scaled to 0..65535; an absent view is zeros
   done.npy             bool (N,): rows written so far (a killed build resumes where it stopped)
   checksums.npy        uint32 (N, 2): crc32 of each stored cc / mlo window (verify with `verify()`)
 
 The margin m (pixels at the cached resolution) is the room that augmentation's random window position and
-size noise needs; it is filled with the source image where the source has it, else zeros.
+size noise needs: ``noise_px`` (100 px) at full resolution, scaled by each view's own window height (CC 2677,
+MLO 2974 px: the paper's windows). It holds the source image where the source has context, else zeros.
+
+When is a cache rebuilt? :func:`build_cache` compares the geometry and each row's fingerprint (its files'
+path, size and mtime; see :mod:`mvmammo.data.cache_key`) with what the folder holds, and prints one line
+saying why it rebuilds: a new geometry or a changed row count rebuilds all rows in ``.building/`` next to
+the old files (which stay readable until the new set is complete; rows whose inputs did not change are
+copied, not decoded again); changed rows with the same geometry and row count are re-decoded in place;
+changed labels or splits only rewrite index.csv.
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import errno
+import os
+import shutil
+import sys
 import zlib
-from dataclasses import asdict, dataclass
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
 
 from mvmammo import VIEWS
+from mvmammo.data import cache_files as files
 from mvmammo.data import exams, images
+from mvmammo.data.cache_files import CacheError
+from mvmammo.data.cache_fit import RESIZE_RULE, fit_window
+from mvmammo.data.preprocess import WINDOW_CC, WINDOW_MLO
 
-CACHE_VERSION = 1
+__all__ = ["CacheError", "CacheSpec", "WindowCache", "build_cache", "margin_for", "margins", "HEATMAP_SCALE"]
+
+CACHE_VERSION = 2  # 2: fingerprints per row, aspect-keeping resize, per-view margin heights, has_cc/has_mlo
 HEATMAP_SCALE = 65535.0
-
-
-class CacheError(RuntimeError):
-    """The cache cannot be built or read; the message names the row/file and what to do."""
+FULL_HEIGHT_CC, FULL_HEIGHT_MLO = WINDOW_CC[0], WINDOW_MLO[0]  # px: the paper's window heights
+STAGING = ".building"
+CHECKPOINT_ROWS = 256  # progress (done.npy, checksums) is saved every this many rows
+DEFAULT_FLAGS = {"heatmaps": "data.heatmaps=false", "out": "data.cache_dir"}
 
 
 @dataclass(frozen=True)
@@ -42,7 +59,9 @@ class CacheSpec:
     margin_cc: int  # px at cached resolution on every side
     margin_mlo: int
     channels: int  # 1 (image) or 3 (image + benign + malignant heatmaps)
-    table_sha: str
+    table_sha: str = ""  # checksum of index.csv's content (labels, splits, ids)
+    keep_aspect: bool = True
+    resize: str = RESIZE_RULE
     version: int = CACHE_VERSION
 
     def size(self, view: str) -> tuple[int, int]:
@@ -56,90 +75,108 @@ class CacheSpec:
         m = self.margin(view)
         return (self.channels, h + 2 * m, w + 2 * m)
 
+    def geometry(self) -> dict:
+        """Everything that decides the stored windows' pixels (not the index)."""
+        d = asdict(self)
+        d.pop("table_sha")
+        return d
+
+    def row_bytes(self, view: str) -> int:
+        return int(np.prod(self.stored_shape(view))) * 2
+
+    @classmethod
+    def from_meta(cls, d: dict) -> "CacheSpec":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in known})
+
 
 def margin_for(size: tuple[int, int], noise_px: float, full_height: int) -> int:
-    """Augmentation noise in cached pixels: noise_px is given at full resolution (paper: 100 px of 2677)."""
+    """Augmentation noise in cached pixels: noise_px is given at full resolution (a window full_height px tall)."""
     return int(round(noise_px * size[0] / full_height))
 
 
-def table_checksum(df: pd.DataFrame) -> str:
-    cols = [c for c in ("breast_id", "cc_path", "mlo_path", *exams.HEATMAP_COLUMNS, "benign", "malignant", "split")
-            if c in df.columns]
-    text = df[cols].astype(str).to_csv(index=False)
-    return hashlib.sha1(text.encode()).hexdigest()[:16]
+def margins(size_cc: tuple[int, int], size_mlo: tuple[int, int], noise_px: float,
+            full_height: int = FULL_HEIGHT_CC) -> tuple[int, int]:
+    """(CC, MLO) margins: noise_px at full resolution for each view, scaled by that view's own height.
+
+    full_height is the CC's (DataConfig.full_height); the MLO's is in the paper's proportion (2974 / 2677)."""
+    full_mlo = full_height * FULL_HEIGHT_MLO / FULL_HEIGHT_CC
+    return margin_for(size_cc, noise_px, full_height), margin_for(size_mlo, noise_px, full_mlo)
 
 
-def _fit_window(src: np.ndarray, src_margin: int, size: tuple[int, int], margin: int) -> np.ndarray:
-    """Resize a source window (with src_margin px of context on each side) to size + 2*margin.
-
-    src: (C, Hs, Ws) float32. The window proper is src[:, M:Hs-M, M:Ws-M]; it maps onto the central
-    (H, W) of the output, and the output margin m takes the corresponding source context (zeros beyond).
-    """
-    c, hs, ws = src.shape
-    h, w = size
-    win_h, win_w = hs - 2 * src_margin, ws - 2 * src_margin
-    sy, sx = h / win_h, w / win_w  # cached px per source px
-    need_y, need_x = margin / sy, margin / sx  # source context needed on each side (px)
-    pad_y = int(np.ceil(max(0.0, need_y - src_margin))) + 1
-    pad_x = int(np.ceil(max(0.0, need_x - src_margin))) + 1
-    t = torch.from_numpy(src)[None]
-    t = F.pad(t, (pad_x, pad_x, pad_y, pad_y))
-    y0 = pad_y + src_margin - need_y
-    x0 = pad_x + src_margin - need_x
-    y1 = pad_y + hs - src_margin + need_y
-    x1 = pad_x + ws - src_margin + need_x
-    iy0, ix0 = int(np.floor(y0)), int(np.floor(x0))
-    iy1, ix1 = int(np.ceil(y1)), int(np.ceil(x1))
-    t = t[:, :, iy0:iy1, ix0:ix1]
-    out_h, out_w = h + 2 * margin, w + 2 * margin
-    if t.shape[-2:] != (out_h, out_w):
-        t = F.interpolate(t, size=(out_h, out_w), mode="bilinear", align_corners=False,
-                          antialias=t.shape[-2] > out_h)
-    return t[0].numpy()
+def make_spec(size_cc, size_mlo, heatmaps: bool, noise_px: float = 100.0, full_height: int = FULL_HEIGHT_CC,
+              keep_aspect: bool = True) -> CacheSpec:
+    size_cc, size_mlo = tuple(int(s) for s in size_cc), tuple(int(s) for s in size_mlo)
+    m_cc, m_mlo = margins(size_cc, size_mlo, noise_px, full_height)
+    return CacheSpec(size_cc=size_cc, size_mlo=size_mlo, margin_cc=m_cc, margin_mlo=m_mlo,
+                     channels=3 if heatmaps else 1, keep_aspect=bool(keep_aspect))
 
 
 def _read_view(df: pd.DataFrame, row: pd.Series, view: str, spec: CacheSpec) -> np.ndarray:
+    """One present view's stored window, uint16 (C, H + 2m, W + 2m)."""
     path = exams.resolve_path(df, row[f"{view}_path"])
     img = images.read_image(path).astype(np.float32)
     chans = [img]
     if spec.channels == 3:
         for label in ("benign", "malignant"):
-            col = f"{view}_heatmap_{label}"
-            hp = exams.resolve_path(df, row[col])
-            hm = images.read_image(hp).astype(np.float32)
+            hp = exams.resolve_path(df, row[f"{view}_heatmap_{label}"])
+            hm = images.read_heatmap(hp) * HEATMAP_SCALE  # [0, 1] -> 0..65535, whatever the file's bit depth
             if hm.shape != img.shape:
-                raise CacheError(f"{hp}: heatmap shape {hm.shape} differs from its image {path} {img.shape}")
+                raise CacheError(f"{hp}: heatmap shape {hm.shape} differs from its image {path} {img.shape}; "
+                                 "re-export the heatmap at the image's size")
             chans.append(hm)
     src = np.stack(chans)
-    src_margin = int(row.get(f"{view}_window_margin", 0) or 0)
-    out = _fit_window(src, src_margin, spec.size(view), spec.margin(view))
+    margin_cell = row.get(f"{view}_window_margin", 0)
+    src_margin = 0 if pd.isna(margin_cell) else int(margin_cell)
+    out = fit_window(src, src_margin, spec.size(view), spec.margin(view), spec.keep_aspect)
     return np.clip(np.rint(out), 0, 65535).astype(np.uint16)
 
 
 class WindowCache:
-    """Read side of a built cache: memory-mapped arrays plus the index table."""
+    """Read side of a built cache: memory-mapped arrays plus the index table. Every file is checked first:
+    a truncated or corrupt one is a one-line :class:`CacheError` naming it."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        meta = json.loads((self.root / "meta.json").read_text())
-        self.spec = CacheSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["spec"].items()})
-        self.index = pd.read_csv(self.root / "index.csv", dtype={"breast_id": str, "patient_id": str})
-        self.arrays = {v: np.load(self.root / f"{v}.npy", mmap_mode="r") for v in VIEWS}
-        done = np.load(self.root / "done.npy")
+        meta = files.read_meta(self.root)
+        try:
+            self.spec = CacheSpec.from_meta(meta["spec"])
+            if self.spec.channels not in (1, 3) or self.spec.version > CACHE_VERSION:
+                raise ValueError(f"channels {self.spec.channels}, version {self.spec.version}")
+        except (TypeError, ValueError, KeyError) as exc:
+            raise files.corrupt(self.root / "meta.json", self.root, f"bad spec: {exc}") from None
+        self.index = files.read_index(self.root)
+        n = len(self.index)
+        done = files.read_small_npy(self.root / "done.npy", self.root, (n,), bool)
         if not done.all():
-            raise CacheError(f"{self.root}: cache incomplete ({int(done.sum())}/{len(done)} rows); "
-                             "run `mvmammo cache TABLE` again to finish it")
+            raise CacheError(f"{self.root}: cache incomplete ({int(done.sum())}/{n} rows); run the same "
+                             f"`mvmammo cache TABLE --out {self.root}` (or training) again to finish it")
+        self.checksums = files.read_small_npy(self.root / "checksums.npy", self.root, (n, 2), np.uint32)
+        self.arrays = {v: files.open_array(self.root / f"{v}.npy", self.root, (n,) + self.spec.stored_shape(v))
+                       for v in VIEWS}
+        cols = [c for c in ("has_cc", "has_mlo") if c in self.index.columns]
+        self._present = (self.index[["has_cc", "has_mlo"]].to_numpy(dtype=bool) if len(cols) == 2
+                         else np.ones((n, 2), dtype=bool))  # caches before one-view breasts: both present
+        self.usable = np.ones(n, dtype=bool)  # rows offered by rows(); see exclude()
 
     def __len__(self) -> int:
         return len(self.index)
 
+    def exclude(self, mask: np.ndarray) -> None:
+        """Leave the rows where mask is true out of :meth:`rows` (e.g. one-view breasts, data.missing_view=drop)."""
+        self.usable &= ~np.asarray(mask, dtype=bool)
+
     def rows(self, split: str) -> np.ndarray:
-        return np.flatnonzero(self.index["split"].to_numpy() == split)
+        return np.flatnonzero((self.index["split"].to_numpy() == split) & self.usable)
 
     def labels(self, rows: np.ndarray | None = None) -> np.ndarray:
-        """(N, 2) int64 labels (benign, malignant)."""
+        """(N, 2) int64 labels (benign, malignant) as stored: 0/1, or -1 where unknown (predict-only tables)."""
         lab = self.index[["benign", "malignant"]].to_numpy(dtype=np.int64)
         return lab if rows is None else lab[rows]
+
+    def present(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """(B, 2) bool [cc, mlo]: the view exists (an absent view is stored as zeros)."""
+        return self._present if rows is None else self._present[np.asarray(rows)]
 
     def load(self, rows: np.ndarray, view: str) -> np.ndarray:
         """uint16 (B, C, H + 2m, W + 2m) for the given rows (copied out of the memory map)."""
@@ -151,80 +188,66 @@ class WindowCache:
 
     def verify(self) -> list[str]:
         """Rows whose stored bytes no longer match their checksum."""
-        sums = np.load(self.root / "checksums.npy")
         bad = []
         for i in range(len(self)):
             for j, v in enumerate(VIEWS):
-                if zlib.crc32(np.ascontiguousarray(self.arrays[v][i]).tobytes()) != sums[i, j]:
+                if zlib.crc32(np.ascontiguousarray(self.arrays[v][i]).tobytes()) != self.checksums[i, j]:
                     bad.append(f"row {i} ({self.index.breast_id[i]}), {v}: checksum mismatch")
         return bad
 
 
+# --- building ---
+
 def build_cache(df: pd.DataFrame, root: str | Path, size_cc: tuple[int, int], size_mlo: tuple[int, int],
-                heatmaps: bool, noise_px: float = 100.0, full_height: int = 2677,
-                progress: bool = True) -> WindowCache:
-    """Decode every row's windows once into ``root``; resumes an interrupted build; reuses a complete one.
+                heatmaps: bool, noise_px: float = 100.0, full_height: int = FULL_HEIGHT_CC,
+                progress: bool = True, *, keep_aspect: bool = True, flags: dict | None = None) -> WindowCache:
+    """Decode every row's windows into ``root``; resumes an interrupted build; reuses what is still valid.
 
-    df: a validated exam table (see :func:`mvmammo.data.exams.load_valid`).
+    df: a validated exam table (:func:`mvmammo.data.exams.load_valid`); rows with an empty cc_path or
+    mlo_path are one-view breasts (their absent view is stored as zeros). flags: how the caller's user
+    names the options in messages ({"heatmaps": "--no-heatmaps", "out": "--out"} for `mvmammo cache`).
     """
-    root = Path(root)
-    channels = 3 if heatmaps else 1
-    if heatmaps:
-        missing = [c for c in exams.HEATMAP_COLUMNS if c not in df.columns]
-        if missing:
-            raise CacheError(f"data.heatmaps=true but the exam table has no {', '.join(missing)} column(s); "
-                             "set data.heatmaps=false to train on the image channel only")
-    size_cc, size_mlo = tuple(size_cc), tuple(size_mlo)
-    spec = CacheSpec(size_cc=size_cc, size_mlo=size_mlo,
-                     margin_cc=margin_for(size_cc, noise_px, full_height),
-                     margin_mlo=margin_for(size_mlo, noise_px, full_height),
-                     channels=channels, table_sha=table_checksum(df))
-    meta_path = root / "meta.json"
-    fresh = True
-    if meta_path.exists():
-        old = json.loads(meta_path.read_text())["spec"]
-        old = {k: tuple(v) if isinstance(v, list) else v for k, v in old.items()}
-        fresh = old != asdict(spec)
-    root.mkdir(parents=True, exist_ok=True)
-    n = len(df)
-    if fresh:
-        for v in VIEWS:
-            np.lib.format.open_memmap(root / f"{v}.npy", mode="w+", dtype=np.uint16,
-                                      shape=(n,) + spec.stored_shape(v)).flush()
-        np.save(root / "done.npy", np.zeros(n, dtype=bool))
-        np.save(root / "checksums.npy", np.zeros((n, 2), dtype=np.uint32))
-        cols = [c for c in ("breast_id", "patient_id", "exam_id", "side", "split", "benign", "malignant")
-                if c in df.columns]
-        df[cols].to_csv(root / "index.csv", index=False)
-        meta_path.write_text(json.dumps({"spec": asdict(spec)}, indent=2))
-    done = np.load(root / "done.npy")
-    todo = np.flatnonzero(~done)
-    if len(todo):
-        arrays = {v: np.load(root / f"{v}.npy", mmap_mode="r+") for v in VIEWS}
-        sums = np.load(root / "checksums.npy")
-        bar = _progress(todo, progress, f"caching {len(todo)} breasts -> {root}")
-        for k, i in enumerate(bar):
-            row = df.iloc[i]
-            for j, v in enumerate(VIEWS):
-                try:
-                    win = _read_view(df, row, v, spec)
-                except images.ImageReadError as exc:
-                    raise CacheError(f"exam table row {i + 2} (breast {row['breast_id']}), {v}: {exc}") from exc
-                arrays[v][i] = win
-                sums[i, j] = zlib.crc32(win.tobytes())
-            done[i] = True
-            if k % 256 == 255 or k == len(todo) - 1:  # checkpoint progress so a kill loses little
-                for a in arrays.values():
-                    a.flush()
-                np.save(root / "checksums.npy", sums)
-                np.save(root / "done.npy", done)
-        del arrays
-    return WindowCache(root)
+    from mvmammo.data import cache_build
+
+    flags = {**DEFAULT_FLAGS, **(flags or {})}
+    spec = make_spec(size_cc, size_mlo, heatmaps, noise_px, full_height, keep_aspect)
+    return cache_build.build(df, Path(root), spec, progress, flags)
 
 
-def _progress(items, enabled: bool, desc: str):
-    if not enabled:
-        return items
-    from tqdm.auto import tqdm
+@contextmanager
+def build_lock(root: Path):
+    """Hold ``root/.cache.lock`` (blocking) while building: two processes never write one cache at once.
+    Where the lock cannot be created (a read-only folder) the build goes on without it."""
+    try:
+        import fcntl
+        fd = os.open(root / ".cache.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
-    return tqdm(items, desc=desc, unit="breast", leave=False, disable=None)
+
+def make_root(root: Path, flags: dict) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise CacheError(f"{root}: exists and is not a folder; choose another cache folder ({flags['out']})") \
+            from None
+    except OSError as exc:
+        if exc.errno in files.DISK_FULL:
+            raise files.disk_full(root, 1 << 20, str(root), option=flags["out"]) from None
+        raise files.cannot_write(root, exc, flags["out"]) from None
+    if not os.access(root, os.W_OK) and not (root / "meta.json").exists():
+        raise files.cannot_write(root, OSError(errno.EACCES, "Permission denied"), flags["out"])
+
+
+def note(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

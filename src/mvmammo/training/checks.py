@@ -13,6 +13,7 @@ from mvmammo.errors import UsageError
 CHOICES = {
     ("data", "sampling"): ("exam", "breast"),
     ("data", "missing_view"): ("drop", "mask"),
+    ("data", "format"): ("store", "memmap"),
     ("run", "precision"): ("fp32", "bf16"),
     ("reg", "moddrop_rescale"): ("none", "inverted"),
     ("reg", "moddrop_both"): ("allowed", "exclude", "resample"),

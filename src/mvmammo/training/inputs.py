@@ -9,6 +9,10 @@ always drawn here, in the consumer, so both variants give identical batches.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -19,9 +23,13 @@ import torch
 from mvmammo import VIEWS
 from mvmammo.config import Config
 from mvmammo.data import augment, exams
-from mvmammo.data.cache import WindowCache, build_cache
+from mvmammo.data.cache import WindowCache, build_cache, make_spec
+from mvmammo.data.store import WindowStore, build_store, is_store
+from mvmammo.errors import UsageError
 from mvmammo.training.accel import compile_or_eager
-from mvmammo.training.prefetch import Prefetcher, fill_pinned
+from mvmammo.data.cache import HEATMAP_SCALE
+from mvmammo.data.store.reader import upsample_heat
+from mvmammo.training.prefetch import Prefetcher, fill_host, host_layout
 
 
 def cache_root(cfg: Config) -> Path:
@@ -46,13 +54,75 @@ def resolve_table(cfg: Config, progress: bool = True) -> Path:
 
 
 def prepare_cache(cfg: Config, progress: bool = True) -> WindowCache:
-    table_path = resolve_table(cfg, progress)
-    df = exams.load_valid(table_path)
+    """The window cache a config asks for: data.cache (prebuilt, read as is) or one built or reused under
+    cache_root(cfg)/windows/ (rebuilt where its inputs or geometry changed; see mvmammo.data.cache).
+
+    One-view breasts: data.missing_view=drop leaves them out (a one-line note says how many); mask keeps
+    them, the absent view stored as zeros and flagged in batch["present"].
+    """
     d = cfg.data
-    tag = f"{table_path.parent.name}-{d.size_cc[0]}x{d.size_cc[1]}-{d.size_mlo[0]}x{d.size_mlo[1]}" \
-          f"-c{3 if d.heatmaps else 1}-m{d.aug_noise_px:g}"
-    root = cache_root(cfg) / "windows" / tag
-    return build_cache(df, root, d.size_cc, d.size_mlo, d.heatmaps, d.aug_noise_px, d.full_height, progress)
+    if d.missing_view not in MISSING_VIEW:
+        raise UsageError(f"data.missing_view={d.missing_view!r}: use one of {', '.join(MISSING_VIEW)}")
+    if d.cache:
+        return _prebuilt(cfg, progress)
+    table_path = resolve_table(cfg, progress)
+    df = exams.load_valid(table_path, allow_missing_view=True)
+    one_view = ~exams.view_present(df).all(axis=1)
+    if d.missing_view == "drop" and one_view.any():
+        note(f"{table_path}: {int(one_view.sum())} breast(s) with one view left out (data.missing_view=drop; "
+             "data.missing_view=mask keeps them)")
+        df = df[~one_view].reset_index(drop=True)
+    tag = _cache_tag(cfg, table_path)
+    old = cache_root(cfg) / "windows" / tag
+    if d.format == "memmap":
+        return build_cache(df, old, d.size_cc, d.size_mlo, d.heatmaps, d.aug_noise_px, d.full_height, progress,
+                           keep_aspect=d.keep_aspect)
+    if (old / "meta.json").exists() and progress:
+        note(f"{old}: a memory-mapped cache of this table is no longer used (data.format=store builds a compressed "
+             "window store instead); delete that folder to free its space, or set data.format=memmap to keep using it")
+    spec = make_spec(d.size_cc, d.size_mlo, d.heatmaps, d.aug_noise_px, d.full_height, d.keep_aspect)
+    workers = min(8, os.cpu_count() or 1) if len(df) > 256 else 1  # forking costs more than small tables take
+    return build_store(df, cache_root(cfg) / "store" / tag, spec, workers=workers, progress=progress)
+
+
+MISSING_VIEW = ("drop", "mask")
+
+
+def _cache_tag(cfg: Config, table_path: Path) -> str:
+    """A folder name per (table, geometry, row selection): configs that differ never rebuild each other's cache."""
+    d = cfg.data
+    what = json.dumps([str(Path(table_path).resolve()), list(d.size_cc), list(d.size_mlo), d.heatmaps,
+                       d.aug_noise_px, d.full_height, d.keep_aspect, d.missing_view])
+    sha = hashlib.sha1(what.encode()).hexdigest()[:8]
+    return f"{table_path.parent.name}-{d.size_cc[0]}x{d.size_cc[1]}-{d.size_mlo[0]}x{d.size_mlo[1]}" \
+           f"-c{3 if d.heatmaps else 1}-{sha}"
+
+
+def _prebuilt(cfg: Config, progress: bool) -> WindowCache:
+    """data.cache=DIR: the cache as built (`mvmammo cache TABLE --out DIR`). Its own channels and window sizes
+    win over data.heatmaps / data.size_* (a note says so when they differ); nothing is rebuilt."""
+    d = cfg.data
+    cache = WindowStore(d.cache) if is_store(d.cache) else WindowCache(d.cache)
+    s = cache.spec
+    differs = []
+    if s.channels != (3 if d.heatmaps else 1):
+        differs.append(f"{s.channels} channel(s) (data.heatmaps={str(d.heatmaps).lower()})")
+    if tuple(s.size_cc) != tuple(d.size_cc) or tuple(s.size_mlo) != tuple(d.size_mlo):
+        differs.append(f"windows CC {s.size_cc[0]}x{s.size_cc[1]}, MLO {s.size_mlo[0]}x{s.size_mlo[1]} "
+                       f"(data.size_cc / data.size_mlo)")
+    if differs and progress:
+        note(f"data.cache={d.cache}: using the cache's own {' and '.join(differs)}")
+    one_view = ~cache.present().all(axis=1)
+    if d.missing_view == "drop" and one_view.any():
+        cache.exclude(one_view)
+        if progress:
+            note(f"data.cache={d.cache}: {int(one_view.sum())} breast(s) with one view left out "
+                 "(data.missing_view=drop; data.missing_view=mask keeps them)")
+    return cache
+
+
+def note(msg: str) -> None:
+    print(f"note: {msg}", file=sys.stderr, flush=True)
 
 
 def pick_device(name: str) -> torch.device:
@@ -86,32 +156,40 @@ def raw_to_float(raw: torch.Tensor) -> torch.Tensor:
     return torch.where(x < 0, x + 65536.0, x)
 
 
-def windows(raw: torch.Tensor, boxes: torch.Tensor | None, size: tuple[int, int], mode: str = "bilinear",
-            dtype: torch.dtype = torch.float32, channels_last: bool = False) -> torch.Tensor:
+def windows(raw: torch.Tensor, boxes: torch.Tensor | None, size: tuple[int, int], mode: str = augment.RESIZE_MODE,
+            dtype: torch.dtype = torch.float32, channels_last: bool = False,
+            heat: torch.Tensor | None = None) -> torch.Tensor:
     """Cached windows (B, C, Hp, Wp) int16/uint16 bits -> network input (B, C, H, W) in ``dtype``.
 
-    boxes: (B, 3) (ds, dy, dx) on raw's device, or None for the centre window. A pure function of its
-    tensors, so torch.compile can fuse the conversion, resampling and standardisation.
+    boxes: (B, 4) (y0, y1, x0, x1) border offsets on raw's device (data/augment.py), or None for the centre
+    window. heat: the window store's heatmap grid (B, 2, h, w) float16 in [0, 1], upsampled here (bilinear, on
+    the device) and joined to the image channel (raw is then (B, 1, Hp, Wp)). A pure function of its tensors,
+    so torch.compile can fuse the conversion, upsampling, resampling and standardisation.
     """
-    x = augment.normalise(augment.crop_resize(raw_to_float(raw), size, boxes, mode)).to(dtype)
+    x = raw_to_float(raw)
+    if heat is not None:
+        x = torch.cat([x, upsample_heat(heat.float(), x.shape[-2:]) * HEATMAP_SCALE], dim=1)
+    x = augment.normalise(augment.crop_resize(x, size, boxes, mode)).to(dtype)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def pinned_batch(cache: WindowCache, rows: np.ndarray, pin: bool) -> dict[str, torch.Tensor]:
-    """{view: int16 (B, C, Hp, Wp), "labels": int64 (B, 2)} in host memory (pinned when pin)."""
-    out = {}
-    for view in VIEWS:
-        shape = (len(rows),) + tuple(cache.arrays[view].shape[1:])
-        out[view] = fill_pinned(cache.arrays[view], rows, torch.empty(shape, dtype=torch.int16, pin_memory=pin))
+    """{view: int16 (B, C, Hp, Wp), "labels": int64 (B, 2), "present": float32 (B, 2) [cc, mlo] 1 = view
+    present} in host memory (pinned when pin)."""
+    bufs = {key: torch.empty(shape, dtype=dtype, pin_memory=pin)
+            for key, (shape, dtype) in host_layout(cache, len(rows)).items()}
+    out = fill_host(cache, rows, bufs)
     out["labels"] = torch.from_numpy(cache.labels(rows))
+    out["present"] = torch.from_numpy(cache.present(rows).astype(np.float32))
     if pin:
-        out["labels"] = out["labels"].pin_memory()
+        out["labels"], out["present"] = out["labels"].pin_memory(), out["present"].pin_memory()
     return out
 
 
 @dataclass
 class BatchMaker:
-    """Cache rows -> {"cc", "mlo": (B, C, H, W), "benign", "malignant": (B,), "rows": (B,)}.
+    """Cache rows -> {"cc", "mlo": (B, C, H, W), "benign", "malignant": (B,), "present": (B, 2) float [cc, mlo]
+    (1 = view present; an absent view's window is zeros), "rows": (B,)}.
 
     dtype: of the views (float32; bfloat16 under bf16 autocast, where the first convolution would round
     to it anyway). prefetch: batches loaded ahead by :meth:`batches` (0 = load on demand).
@@ -121,7 +199,7 @@ class BatchMaker:
     cache: WindowCache
     device: torch.device
     channels_last: bool = False
-    resize_mode: str = "bilinear"
+    resize_mode: str = augment.RESIZE_MODE  # bicubic, as the reference code
     dtype: torch.dtype = torch.float32
     prefetch: int = 0
     compile: bool = False
@@ -133,7 +211,8 @@ class BatchMaker:
 
     # --- loading: cache rows -> int16 windows on the device ---
     def load(self, rows: np.ndarray) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """({view: int16 (B, C, Hp, Wp)}, labels (B, 2)) on the device, without a host synchronisation."""
+        """({view: int16 (B, C, Hp, Wp), "present": float32 (B, 2)}, labels (B, 2)) on the device, without a
+        host synchronisation."""
         cuda = self.device.type == "cuda"
         host = pinned_batch(self.cache, np.asarray(rows), pin=cuda)
         dev = {k: t.to(self.device, non_blocking=cuda) for k, t in host.items()}
@@ -160,7 +239,7 @@ class BatchMaker:
         if part is not None:
             b = b[part[0]:part[1]]
         if self.device.type == "cuda":
-            b = b.pin_memory().to(self.device, non_blocking=True)  # 48 bytes; no host sync
+            b = b.pin_memory().to(self.device, non_blocking=True)  # (n, 4) float32; no host sync
         return b
 
     def assemble(self, rows: np.ndarray, raw: dict, labels: torch.Tensor, train: bool,
@@ -173,8 +252,9 @@ class BatchMaker:
         for view in VIEWS:
             boxes = self.boxes(view, n_draw or len(rows), train, generator, part)
             batch[view] = self._windows(raw[view], boxes, spec.size(view), self.resize_mode, self.dtype,
-                                        self.channels_last)
+                                        self.channels_last, raw.get(f"{view}_heat"))
         batch["benign"], batch["malignant"] = labels[:, 0], labels[:, 1]
+        batch["present"] = raw["present"]  # (B, 2) float32 [cc, mlo], 1 = the view exists
         batch["rows"] = rows
         return batch
 

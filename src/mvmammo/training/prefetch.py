@@ -65,8 +65,45 @@ def fill_pinned(array: np.ndarray, rows: np.ndarray, out: torch.Tensor) -> torch
     return out[: len(rows)]
 
 
+def host_layout(cache, n: int) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
+    """The host buffers one batch of n rows needs: {key: (shape, dtype)}.
+
+    Memory-mapped cache: {view: (n, C, Hp, Wp) int16}. Window store: {view: (n, 1, Hp, Wp) int16} for the image
+    and, with heatmaps, {view_heat: (n, 2, h, w) float16} at the store's reduced resolution (upsampled on the
+    device by :func:`mvmammo.training.inputs.windows`)."""
+    out = {}
+    for view in VIEWS:
+        if hasattr(cache, "read_into"):  # the window store
+            out[view] = ((n, 1) + tuple(cache.spec.stored_shape(view)[1:]), torch.int16)
+            if cache.spec.channels == 3:
+                out[f"{view}_heat"] = ((n, 2) + tuple(cache.heat_shape(view)), torch.float16)
+        else:
+            out[view] = ((n,) + tuple(cache.arrays[view].shape[1:]), torch.int16)
+    return out
+
+
+def fill_host(cache, rows: np.ndarray, buf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Fill the first len(rows) entries of each buffer of :func:`host_layout` with those rows' windows."""
+    n = len(rows)
+    if not hasattr(cache, "read_into"):
+        return {v: fill_pinned(cache.arrays[v], rows, buf[v]) for v in VIEWS}
+    from mvmammo.data.store.loader import fill
+
+    out = {}
+    for v in VIEWS:
+        img = buf[v][:n]
+        heat = buf.get(f"{v}_heat")
+        heat = None if heat is None else heat[:n]
+        fill(cache, v, rows, img.numpy().view(np.uint16), None if heat is None else heat.numpy())
+        out[v] = img
+        if heat is not None:
+            out[f"{v}_heat"] = heat
+    return out
+
+
 class Prefetcher:
-    """Iterate ``(rows, {view: int16 tensor on device (B, C, Hp, Wp)}, labels (B, 2) int64 on device)``.
+    """Iterate ``(rows, {view: int16 tensor on device (B, C, Hp, Wp), "present": float32 (B, 2)}, labels (B, 2)
+    int64 on device)``.
 
     chunks: the cache rows of each batch, in order. depth: batches ready ahead of the consumer (>= 1).
     Pinned buffers are sized for the largest chunk and reused: each is refilled only after the copy that
@@ -80,6 +117,7 @@ class Prefetcher:
         self.ready: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self.stop = threading.Event()
         self.labels = cache.labels()  # (N, 2) int64, small
+        self.present = cache.present().astype(np.float32)  # (N, 2) [cc, mlo], 1 = view present
         self.stream = torch.cuda.Stream(device) if self.cuda else None
         biggest = max((len(c) for c in self.chunks), default=0)
         # CUDA: two pinned buffer sets, one being filled while the other's copy may still run.
@@ -88,11 +126,10 @@ class Prefetcher:
         self.thread.start()
 
     def _alloc(self, n: int) -> dict:
-        out = {}
-        for view in VIEWS:
-            shape = (n,) + tuple(self.cache.arrays[view].shape[1:])
-            out[view] = torch.empty(shape, dtype=torch.int16, pin_memory=self.cuda)
+        out = {key: torch.empty(shape, dtype=dtype, pin_memory=self.cuda)
+               for key, (shape, dtype) in host_layout(self.cache, n).items()}
         out["labels"] = torch.empty((n, 2), dtype=torch.int64, pin_memory=self.cuda)
+        out["present"] = torch.empty((n, 2), dtype=torch.float32, pin_memory=self.cuda)
         return out
 
     def _work(self) -> None:
@@ -106,10 +143,13 @@ class Prefetcher:
                     pending[slot].synchronize()  # this thread waits, not the training loop
                 # On the CPU nothing copies asynchronously: fresh buffers, handed over as they are.
                 buf = self.buffers[slot] if self.cuda else self._alloc(len(rows))
-                host = {v: fill_pinned(self.cache.arrays[v], rows, buf[v]) for v in VIEWS}
+                host = fill_host(self.cache, rows, buf)
                 lab = buf["labels"][: len(rows)]
                 lab.copy_(torch.from_numpy(self.labels[rows]))
                 host["labels"] = lab
+                pres = buf["present"][: len(rows)]
+                pres.copy_(torch.from_numpy(self.present[rows]))
+                host["present"] = pres
                 if self.cuda:
                     with torch.cuda.stream(self.stream):
                         dev = {key: t.to(self.device, non_blocking=True) for key, t in host.items()}

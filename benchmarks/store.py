@@ -1,0 +1,123 @@
+"""The window store at full resolution: bytes per breast, build time, decode speed, windows/s into memory,
+and what storing the heatmaps at 1/8 resolution changes.
+
+It generates N full-size breasts of the synthetic `paper` cohort (CC 2677x1942, MLO 2974x1748 windows, heatmaps
+on), builds the store (heatmap factor 8) with all cores, and measures against the memory-mapped cache's layout
+(uint16 x 3 channels, computed from its geometry) in the same invocation:
+  - bytes per breast (target <= 12 MB; the memmap cache: ~71 MB) and the build time, extrapolated per 1,000
+  - decode GB/s of one core (image channel, uncompressed bytes out per second)
+  - windows/s decoded from the store into (pinned, when CUDA is present) batch buffers with 1, 2, all threads
+  - max |heatmap(1/8, upsampled) - heatmap(full)| over all stored windows, in probability units
+
+  python benchmarks/store.py --breasts 24 --out /tmp/store-bench      (about 5-10 minutes on 2 cores)
+
+Writes benchmarks/results/store-<date>.json; the table in benchmarks/RESULTS.md is copied from its output.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--breasts", type=int, default=24)
+    p.add_argument("--out", default="/tmp/mvmammo-store-bench")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--batches", type=int, default=12, help="random batches of 4 breasts per thread count")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from mvmammo.data import exams
+    from mvmammo.data.cache import HEATMAP_SCALE, _read_view, make_spec
+    from mvmammo.data.store import build_store
+    from mvmammo.data.store import format as fmt
+    from mvmammo.data.store.loader import fill
+    from mvmammo.data.store.reader import upsample_heat
+    from mvmammo.data.synthetic import generate_cohort
+
+    out = Path(args.out)
+    cohort = out / "cohort"
+    t0 = time.time()
+    if not (cohort / "exams.csv").exists():
+        generate_cohort(cohort, preset="paper", breasts=args.breasts, size_cc=(2677, 1942), size_mlo=(2974, 1748),
+                        seed=0, heatmaps=True, progress=True, workers=args.workers)
+    t_synth = time.time() - t0
+    df = exams.load_valid(cohort / "exams.csv")
+    spec = make_spec((2677, 1942), (2974, 1748), heatmaps=True, noise_px=100.0)
+    store_dir = out / "store"
+    import shutil
+
+    shutil.rmtree(store_dir, ignore_errors=True)
+    t0 = time.time()
+    store = build_store(df, store_dir, spec, workers=args.workers, progress=True)
+    t_build = time.time() - t0
+    stored = sum(f.stat().st_size for f in (store_dir / "shards").glob("*.bin"))
+    index_bytes = (store_dir / "index.parquet").stat().st_size
+    memmap_per_breast = sum(spec.row_bytes(v) for v in ("cc", "mlo"))
+    n = len(df)
+
+    # Decode speed of one core: every record's image, uncompressed bytes out per second.
+    _, hp, wp = spec.stored_shape("cc")
+    buf = np.empty((hp, wp), dtype=np.uint16)
+    raw_bytes, t0 = 0, time.perf_counter()
+    for i in range(n):
+        image, _ = store._record(i, "cc")
+        fmt.decompress_into(image, buf)
+        raw_bytes += buf.nbytes
+    decode_gbs = raw_bytes / (time.perf_counter() - t0) / 1e9
+
+    # Windows/s into batch buffers (pinned when CUDA is present), random batches of 4 breasts, both views.
+    pin = torch.cuda.is_available()
+    rng = np.random.default_rng(0)
+    rates = {}
+    for threads in sorted({1, 2, os.cpu_count() or 1}):
+        bufs = {v: (torch.empty((4, 1, *spec.stored_shape(v)[1:]), dtype=torch.int16, pin_memory=pin),
+                    torch.empty((4, 2, *store.heat_shape(v)), dtype=torch.float16, pin_memory=pin)) for v in ("cc", "mlo")}
+        t0, windows = time.perf_counter(), 0
+        for _ in range(args.batches):
+            rows = rng.choice(n, size=min(4, n), replace=False)
+            for v in ("cc", "mlo"):
+                img, heat = bufs[v]
+                fill(store, v, rows, img.numpy().view(np.uint16), heat.numpy(), threads=threads)
+                windows += len(rows)
+        rates[threads] = windows / (time.perf_counter() - t0)
+
+    # Heatmaps at 1/8 vs full resolution, in probability units.
+    max_diff = 0.0
+    for i in range(n):
+        for v in ("cc", "mlo"):
+            full = _read_view(df, df.iloc[i], v, spec)[1:].astype(np.float32) / HEATMAP_SCALE
+            _, heat = store.load_parts(np.array([i]), v)
+            up = upsample_heat(torch.from_numpy(heat.astype(np.float32)), full.shape[-2:])[0].numpy()
+            max_diff = max(max_diff, float(np.abs(up - full).max()))
+
+    result = {
+        "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "command": "python benchmarks/store.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "breasts": n, "heat_factor": store.heat_factor, "codec": fmt.CODEC,
+        "bytes_per_breast": stored / n, "mb_per_breast": stored / n / 1e6,
+        "memmap_mb_per_breast": memmap_per_breast / 1e6, "ratio_vs_memmap": memmap_per_breast * n / stored,
+        "index_bytes": index_bytes, "build_s": t_build, "build_s_per_1000": t_build / n * 1000,
+        "gb_per_1000": stored / n * 1000 / 1e9, "synth_s": t_synth, "build_workers": args.workers,
+        "decode_gb_s_one_core": decode_gbs, "windows_per_s": {str(k): v for k, v in rates.items()},
+        "pinned": pin, "heatmap_max_abs_diff": max_diff,
+    }
+    res_dir = Path(__file__).resolve().parent / "results"
+    res_dir.mkdir(exist_ok=True)
+    (res_dir / f"store-{result['date']}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
