@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from mvmammo.data import cache as cache_mod
+from mvmammo.data import cache_spec
 from mvmammo.data import exams
 from mvmammo.data.images import write_png16
 
@@ -75,7 +76,7 @@ def test_downscale_keeps_geometry(tmp_path):
 def test_interrupted_build_resumes(tmp_path, monkeypatch):
     df = _table(tmp_path)
     calls = {"n": 0}
-    real = cache_mod._read_view
+    real = cache_spec.read_view
 
     def flaky(df_, row, view, spec):
         calls["n"] += 1
@@ -83,10 +84,10 @@ def test_interrupted_build_resumes(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(df_, row, view, spec)
 
-    monkeypatch.setattr(cache_mod, "_read_view", flaky)
+    monkeypatch.setattr(cache_spec, "read_view", flaky)
     with pytest.raises(KeyboardInterrupt):
         cache_mod.build_cache(df, tmp_path / "c", (40, 30), (40, 30), heatmaps=False, noise_px=0, progress=False)
-    monkeypatch.setattr(cache_mod, "_read_view", real)
+    monkeypatch.setattr(cache_spec, "read_view", real)
     # done.npy is only flushed every 256 rows or at the end: after a kill, rows restart from the last flush,
     # never skipping any; count reads on the second pass.
     counted = {"n": 0}
@@ -95,7 +96,7 @@ def test_interrupted_build_resumes(tmp_path, monkeypatch):
         counted["n"] += 1
         return real(df_, row, view, spec)
 
-    monkeypatch.setattr(cache_mod, "_read_view", counting)
+    monkeypatch.setattr(cache_spec, "read_view", counting)
     c = cache_mod.build_cache(df, tmp_path / "c", (40, 30), (40, 30), heatmaps=False, noise_px=0, progress=False)
     assert counted["n"] <= 2 * len(df)
     assert c.verify() == []

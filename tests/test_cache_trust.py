@@ -13,6 +13,7 @@ import torch
 
 from mvmammo import config as config_mod
 from mvmammo.data import cache as cache_mod
+from mvmammo.data import cache_spec
 from mvmammo.data import cache_build, exams
 from mvmammo.data.cache import CacheError, WindowCache, build_cache, margins
 from mvmammo.data.images import read_image, write_png16
@@ -55,15 +56,15 @@ def _build(df, root, size=SIZE, **kw):
 
 @pytest.fixture
 def reads(monkeypatch):
-    """Count decoded views (calls of _read_view)."""
+    """Count decoded views (calls of read_view)."""
     count = {"n": 0}
-    real = cache_mod._read_view
+    real = cache_spec.read_view
 
     def counting(*a):
         count["n"] += 1
         return real(*a)
 
-    monkeypatch.setattr(cache_mod, "_read_view", counting)
+    monkeypatch.setattr(cache_spec, "read_view", counting)
     return count
 
 
@@ -188,7 +189,7 @@ def test_added_rows_copy_the_unchanged_ones(tmp_path, capsys, reads):
 def _assert_clean_failure(root, err, old):
     msg = str(err.value)
     assert "\n" not in msg and str(root) in msg and "free at least" in msg and "no space left" in msg
-    assert not (root / cache_mod.STAGING).exists()
+    assert not (root / cache_build.STAGING).exists()
     assert not [p for p in root.rglob("*.tmp")]
     kept = WindowCache(root)  # the last good cache is intact
     assert kept.spec.size_cc == old and kept.verify() == []
@@ -305,7 +306,7 @@ def test_corrupt_cache_is_rebuilt_by_build(tmp_path, capsys):
 def test_interrupted_rebuild_keeps_old_cache_then_resumes(tmp_path, monkeypatch, reads):
     df = _table(tmp_path)
     _build(df, tmp_path / "c")
-    real = cache_build.cache_mod._read_view
+    real = cache_spec.read_view
 
     def dies(*a):
         if reads["n"] >= 5:
@@ -314,13 +315,13 @@ def test_interrupted_rebuild_keeps_old_cache_then_resumes(tmp_path, monkeypatch,
         return real(*a)
 
     reads["n"] = 0
-    monkeypatch.setattr(cache_mod, "_read_view", dies)
+    monkeypatch.setattr(cache_spec, "read_view", dies)
     with pytest.raises(KeyboardInterrupt):
         _build(df, tmp_path / "c", size=(20, 15))
     assert WindowCache(tmp_path / "c").spec.size_cc == SIZE  # still the old, complete cache
-    monkeypatch.setattr(cache_mod, "_read_view", real)
+    monkeypatch.setattr(cache_spec, "read_view", real)
     c = _build(df, tmp_path / "c", size=(20, 15))
-    assert c.spec.size_cc == (20, 15) and c.verify() == [] and not (tmp_path / "c" / cache_mod.STAGING).exists()
+    assert c.spec.size_cc == (20, 15) and c.verify() == [] and not (tmp_path / "c" / cache_build.STAGING).exists()
 
 
 # --- 5. aspect ratio ---

@@ -1,18 +1,24 @@
-"""`mvmammo evaluate RUN...`, `mvmammo table RUN...`, `mvmammo compare RUN_A RUN_B`."""
+"""`mvmammo evaluate RUN... [--table T]`, `mvmammo table RUN...`, `mvmammo compare RUN_A RUN_B`."""
 from __future__ import annotations
+
+import sys
 
 
 def register(sub) -> None:
     p = sub.add_parser("evaluate", help="TTA predictions and AUCs with 95%% CIs for run folder(s)")
     p.add_argument("runs", nargs="+")
-    p.add_argument("--split", default="test")
+    p.add_argument("--table", default=None,
+                   help="evaluate on this labelled exam table instead of the run's own (external validation); "
+                        "results go to predictions_/metrics_external-<table name>.csv/.json in the run folder")
+    p.add_argument("--split", default=None,
+                   help="split to evaluate: train, val, test or all (default: test; all with --table)")
     p.add_argument("--tta", type=int, default=None, help="random windows per breast (0 = centre window)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"])
     p.add_argument("--device", default=None)
     p.set_defaults(func=run_evaluate)
     t = sub.add_parser("table", help="paper-style table over run folders (rows grouped by NAME-sSEED)")
     t.add_argument("runs", nargs="+")
-    t.add_argument("--split", default="test")
+    t.add_argument("--split", default="test", help="test, val, or a result name such as external-<table name>")
     t.add_argument("--label", default="malignant", choices=["malignant", "benign"])
     t.add_argument("--oracle", default=None, help="oracle.json of a synthetic cohort: adds the gap to oracle")
     t.add_argument("--csv", default=None, help="also write the table as CSV here")
@@ -28,11 +34,20 @@ def register(sub) -> None:
 def run_evaluate(args) -> int:
     from mvmammo.evaluation.evaluate import evaluate_run
 
+    from mvmammo.errors import UsageError
+
+    if args.tta is not None and args.tta < 0:
+        raise UsageError(f"--tta {args.tta}: give 0 (centre window) or a positive number of windows")
+    split = args.split or ("all" if args.table else "test")
     for r in args.runs:
-        res = evaluate_run(r, split=args.split, tta=args.tta, checkpoint=args.checkpoint, device=args.device)
+        res = evaluate_run(r, split=split, tta=args.tta, checkpoint=args.checkpoint, device=args.device,
+                           table=args.table)
+        if res.get("dropped_in_preprocessing"):
+            print(f"{r}: {res['dropped_in_preprocessing']} breast(s) of {args.table} could not be preprocessed and "
+                  "are not in the metrics", file=sys.stderr)
         for label in ("malignant", "benign"):
             m = res[label]
-            print(f"{r} [{args.split}, tta {res['tta']}] {label}: AUC {m['auc']:.3f} "
+            print(f"{r} [{res['name']}, tta {res['tta']}] {label}: AUC {m['auc']:.3f} "
                   f"DeLong 95% CI [{m['delong_lo']:.3f}, {m['delong_hi']:.3f}] "
                   f"bootstrap [{m['boot_lo']:.3f}, {m['boot_hi']:.3f}] "
                   f"(n+ {m['n_pos']}, n- {m['n_neg']})")

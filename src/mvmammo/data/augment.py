@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mvmammo.data.cache import HEATMAP_SCALE
+from mvmammo.data.cache_spec import HEATMAP_SCALE
 
 RESIZE_MODE = "bicubic"  # the reference code's resampling (SPEC section 2); "bilinear" is cheaper
 

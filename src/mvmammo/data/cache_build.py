@@ -14,8 +14,12 @@ for row i; rows are marked not done before their key changes, and marked done af
 """
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import sys
 import zlib
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -23,14 +27,21 @@ import numpy as np
 import pandas as pd
 
 from mvmammo import VIEWS
-from mvmammo.data import cache as cache_mod
+from mvmammo.data import cache_spec as cache_mod
 from mvmammo.data import cache_files as files
 from mvmammo.data import cache_key, exams, images
-from mvmammo.data.cache import STAGING, CacheError, CacheSpec, WindowCache, note
+from mvmammo.data.cache_files import CacheError
+from mvmammo.data.cache_read import WindowCache
+from mvmammo.data.cache_spec import FULL_HEIGHT_CC, CacheSpec, make_spec
 
 INDEX_COLUMNS = ("breast_id", "patient_id", "exam_id", "side", "split", "benign", "malignant")
 ARRAYS = tuple(f"{v}.npy" for v in VIEWS)
 FILES = ARRAYS + ("done.npy", "checksums.npy", "index.csv")  # meta.json last: it makes the folder a cache
+
+
+STAGING = ".building"
+CHECKPOINT_ROWS = 256  # progress (done.npy, checksums) is saved every this many rows
+DEFAULT_FLAGS = {"heatmaps": "data.heatmaps=false", "out": "data.cache_dir"}
 
 
 @dataclass
@@ -103,8 +114,8 @@ def build(df: pd.DataFrame, root: Path, spec: CacheSpec, progress: bool, flags: 
     taken = cache_key.now_ns()
     index = _index_frame(df, present, rf, cache_key.content_keys(rf.files, taken))
     spec = replace(spec, table_sha=cache_key.table_checksum(index))
-    cache_mod.make_root(root, flags)
-    with cache_mod.build_lock(root):
+    make_root(root, flags)
+    with build_lock(root):
         found = inspect(root)
         same_geometry = found.ok and found.spec.geometry() == spec.geometry()
         try:
@@ -205,7 +216,7 @@ def _staged(df, root: Path, spec: CacheSpec, index, taken, rf, old: Found | None
             raise
         _promote(stage, root)
         return
-    cache_mod.remove_tree(stage)
+    remove_tree(stage)
     note(f"cache {root}: building {n} breasts ({why})")
     try:
         stage.mkdir()
@@ -223,7 +234,7 @@ def _staged(df, root: Path, spec: CacheSpec, index, taken, rf, old: Found | None
         if isinstance(exc, OSError):
             _full_disk_cleanup(exc, stage, root, spec, n, flags)  # raises the disk-full line
         if not (stage / "meta.json").exists():
-            cache_mod.remove_tree(stage)  # failed before anything worth resuming was written
+            remove_tree(stage)  # failed before anything worth resuming was written
         raise
     _promote(stage, root)
 
@@ -232,7 +243,7 @@ def _full_disk_cleanup(exc: OSError, stage: Path, root: Path, spec: CacheSpec, n
     """On a full disk: remove the partial set and raise the one-line error (old files untouched)."""
     if exc.errno not in files.DISK_FULL:
         return
-    cache_mod.remove_tree(stage)
+    remove_tree(stage)
     need = n * sum(spec.row_bytes(v) for v in VIEWS) + n * 64 + (1 << 16)
     old = sum((root / name).stat().st_size for name in ARRAYS if (root / name).exists())
     extra = f" (deleting the outdated cache in {root} frees {files.human(old)})" if old else ""
@@ -299,7 +310,7 @@ def _fill(df, target: Path, spec: CacheSpec, todo: np.ndarray, done: np.ndarray,
             for j, v in enumerate(VIEWS):
                 if present[i, j]:
                     try:
-                        win = cache_mod._read_view(df, row, v, spec)
+                        win = cache_mod.read_view(df, row, v, spec)
                     except (images.ImageReadError, ValueError) as exc:
                         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                         raise CacheError(f"exam table row {i + 2} (breast {row['breast_id']}), {v}: {msg}") from None
@@ -308,7 +319,7 @@ def _fill(df, target: Path, spec: CacheSpec, todo: np.ndarray, done: np.ndarray,
                     win, sums[i, j] = zeros[v], zero_sum[v]
                 files.pwrite_all(fds[v], win.data, offsets[v] + int(i) * spec.row_bytes(v))
             done[i] = True
-            if k % cache_mod.CHECKPOINT_ROWS == cache_mod.CHECKPOINT_ROWS - 1 or k == len(todo) - 1:
+            if k % CHECKPOINT_ROWS == CHECKPOINT_ROWS - 1 or k == len(todo) - 1:
                 save()
     except (KeyboardInterrupt, CacheError):
         try:
@@ -327,7 +338,7 @@ def _promote(stage: Path, root: Path) -> None:
     for name in FILES:
         os.replace(stage / name, root / name)
     os.replace(stage / "meta.json", root / "meta.json")
-    cache_mod.remove_tree(stage)
+    remove_tree(stage)
 
 
 def _progress(items, enabled: bool, desc: str):
@@ -336,3 +347,58 @@ def _progress(items, enabled: bool, desc: str):
     from tqdm.auto import tqdm
 
     return tqdm(items, desc=desc, unit="breast", leave=False, disable=None)
+
+
+# --- the entry point and its helpers ---
+
+def build_cache(df: pd.DataFrame, root: str | Path, size_cc: tuple[int, int], size_mlo: tuple[int, int],
+                heatmaps: bool, noise_px: float = 100.0, full_height: int = FULL_HEIGHT_CC,
+                progress: bool = True, *, keep_aspect: bool = True, flags: dict | None = None) -> WindowCache:
+    """Decode every row's windows into ``root``; resumes an interrupted build; reuses what is still valid.
+
+    df: a validated exam table (:func:`mvmammo.data.exams.load_valid`); rows with an empty cc_path or
+    mlo_path are one-view breasts (their absent view is stored as zeros). flags: how the caller's user
+    names the options in messages ({"heatmaps": "--no-heatmaps", "out": "--out"} for `mvmammo cache`).
+    """
+    flags = {**DEFAULT_FLAGS, **(flags or {})}
+    spec = make_spec(size_cc, size_mlo, heatmaps, noise_px, full_height, keep_aspect)
+    return build(df, Path(root), spec, progress, flags)
+
+
+@contextmanager
+def build_lock(root: Path):
+    """Hold ``root/.cache.lock`` (blocking) while building: two processes never write one cache at once.
+    Where the lock cannot be created (a read-only folder) the build goes on without it."""
+    try:
+        import fcntl
+        fd = os.open(root / ".cache.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def make_root(root: Path, flags: dict) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise CacheError(f"{root}: exists and is not a folder; choose another cache folder ({flags['out']})") \
+            from None
+    except OSError as exc:
+        if exc.errno in files.DISK_FULL:
+            raise files.disk_full(root, 1 << 20, str(root), option=flags["out"]) from None
+        raise files.cannot_write(root, exc, flags["out"]) from None
+    if not os.access(root, os.W_OK) and not (root / "meta.json").exists():
+        raise files.cannot_write(root, OSError(errno.EACCES, "Permission denied"), flags["out"])
+
+
+def note(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)

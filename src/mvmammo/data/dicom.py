@@ -182,3 +182,24 @@ def dicom_view_info(path: str | Path, side: str | None = None, view: str | None 
         return normalise_side(raw_side), normalise_view(raw_view)
     except VocabError as exc:
         raise DicomError(f"{path}: {exc}") from None
+
+
+def read_pixel_spacing(path: str | Path) -> tuple[float, float] | None:
+    """(row, column) spacing in mm from PixelSpacing, else ImagerPixelSpacing; None when neither holds two
+    positive numbers. PixelSpacing comes first: where present in a mammogram it is calibrated (e.g. to the
+    breast plane), ImagerPixelSpacing is at the detector."""
+    ds = read_header(path, ["PixelSpacing", "ImagerPixelSpacing"])
+    for tag in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(tag)
+        if value is None:
+            continue
+        try:
+            parts = [float(v) for v in (value if hasattr(value, "__len__") and not isinstance(value, str)
+                                        else str(value).split("\\"))]
+        except (TypeError, ValueError):
+            continue
+        if len(parts) == 1:
+            parts = parts * 2
+        if len(parts) == 2 and all(p > 0 and np.isfinite(p) for p in parts):
+            return parts[0], parts[1]
+    return None

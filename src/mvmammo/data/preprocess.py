@@ -1,11 +1,14 @@
-"""The reference preprocessing: flip, crop the background, best centre, fixed-size windows.
+"""The reference preprocessing: resample, breast mask, flip, best centre, fixed-size windows.
 
 Per image (uint16 (H, W)):
-1. crop: mask = pixels > 0 on a copy subsampled to <= 1024 px a side (speed: a 4700 x 2900 film is 13 Mpx),
-   eroded, largest connected component, dilated; its bounding box (in source pixels) plus ``crop_margin``.
-2. flip: the chest wall is the side where the breast is widest, i.e. the half of the box holding more of
-   the component; the crop is mirrored when that is the right half, so every breast has its chest wall
-   on the LEFT and extends to the right (the synthetic cohort's orientation).
+0. spacing (optional, ``Settings.spacing``): the image (and its heatmaps) is resampled to that many mm per
+   pixel first (:mod:`mvmammo.data.spacing`); everything below is in the resampled frame.
+1. breast mask (:mod:`mvmammo.data.breast_mask`): per-image background threshold, border bands, markers and
+   label patches removed, the breast's component with its holes filled. Everything outside it is zeroed in
+   the window (image and heatmaps alike). Too small a breast (< ``min_breast_area`` of the image) is an error.
+   Crop box = the mask's bounding box (in source pixels) plus ``crop_margin``.
+2. flip: the crop is mirrored when the chest wall is on the right (decided on the mask), so every breast
+   has its chest wall on the LEFT and extends to the right (the synthetic cohort's orientation).
 3. best centre (our orientation): horizontally, a breast narrower than the window keeps its chest wall
    at the window's left edge; a wider one has the window pinned to the nipple-side (right) edge.
    Vertically, CC windows sit where they hold the most breast tissue (max sliding sum of tissue per
@@ -18,28 +21,29 @@ Heatmaps follow the image's geometry exactly (resized to the image first if thei
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
+from mvmammo.data.breast_mask import WORK_SIDE, BreastMask, PreprocessError, breast_mask  # noqa: F401 (API)
+
 WINDOW_CC = (2677, 1942)   # (H, W) px, SPEC section 2
 WINDOW_MLO = (2974, 1748)
-WORK_SIDE = 1024           # longest side of the copy the mask is computed on, px
-
-
-class PreprocessError(ValueError):
-    """The image cannot be preprocessed (e.g. no pixel above the background)."""
+MIN_BREAST_AREA = 0.01     # breast pixels / image pixels below which an image is dropped (a few bright pixels)
 
 
 @dataclass(frozen=True)
 class Geometry:
-    """Where a window comes from. Boxes / centres in source-image pixels, (y, x)."""
+    """Where a window comes from. Boxes / centres in source-image pixels, (y, x) (the resampled image's
+    pixels when ``Settings.spacing`` resamples)."""
     crop_box: tuple      # y0, x0, y1, x1 (end exclusive) in the source image
     flipped: bool        # the crop is mirrored left-right before the window is cut
     top_left: tuple      # (y, x) of the window (without margin) in the cropped, flipped frame
     window: tuple        # (H, W) without margin
     margin: int          # px added on every side
+    keep: np.ndarray | None = field(default=None, compare=False, repr=False)  # bool (H, W): the breast
+    breast: BreastMask | None = field(default=None, compare=False, repr=False)
 
     @property
     def center(self) -> tuple:
@@ -51,36 +55,17 @@ class Geometry:
         return int(round(cy)), int(round(cx))
 
 
-def breast_mask(img: np.ndarray, erode: int = 2, dilate: int = 2, background: int = 0) -> tuple[np.ndarray, int]:
-    """(mask of the largest connected component at working resolution, subsampling step in px).
-
-    ``background``: pixels <= it are background (0 = the reference rule; scanned film needs more).
-    """
-    step = max(1, int(np.ceil(max(img.shape) / WORK_SIDE)))
-    small = img[::step, ::step] > background
-    if not small.any():
-        raise PreprocessError(f"no breast found: no pixel above {background} (blank image?)")
-    m = ndimage.binary_erosion(small, iterations=erode) if erode else small
-    if not m.any():  # a very thin object: erosion removed everything, use the raw mask
-        m = small
-    lab, n = ndimage.label(m)
-    sizes = ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1))
-    m = lab == (int(np.argmax(sizes)) + 1)
-    if dilate:
-        m = ndimage.binary_dilation(m, iterations=dilate) & small
-    return m, step
-
-
-def crop_and_flip(img: np.ndarray, crop_margin: int = 20, background: int = 0) -> tuple[tuple, bool]:
-    """(crop box y0 x0 y1 x1 in source px, whether to flip) from the breast mask."""
-    m, step = breast_mask(img, background=background)
-    ys, xs = np.nonzero(m)
+def crop_and_flip(img: np.ndarray, crop_margin: int = 20, background="auto", bm: BreastMask | None = None,
+                  keep: np.ndarray | None = None) -> tuple[tuple, bool]:
+    """(crop box y0 x0 y1 x1 in source px, whether to flip) from the breast mask (``keep``: its full-resolution
+    version, when already computed)."""
+    bm = bm if bm is not None else breast_mask(img, background)
+    keep = keep if keep is not None else bm.full(img)
+    ys, xs = np.nonzero(keep.any(axis=1))[0], np.nonzero(keep.any(axis=0))[0]
     h, w = img.shape
-    y0, y1 = max(0, ys.min() * step - crop_margin), min(h, (ys.max() + 1) * step + crop_margin)
-    x0, x1 = max(0, xs.min() * step - crop_margin), min(w, (xs.max() + 1) * step + crop_margin)
-    mid = (xs.min() + xs.max() + 1) / 2
-    flipped = bool((xs >= mid).sum() > (xs < mid).sum())  # more tissue on the right: chest wall is right
-    return (int(y0), int(x0), int(y1), int(x1)), flipped
+    y0, y1 = max(0, ys[0] - crop_margin), min(h, ys[-1] + 1 + crop_margin)
+    x0, x1 = max(0, xs[0] - crop_margin), min(w, xs[-1] + 1 + crop_margin)
+    return (int(y0), int(x0), int(y1), int(x1)), bm.chest_wall == "R"
 
 
 def oriented_crop(arr: np.ndarray, box: tuple, flipped: bool) -> np.ndarray:
@@ -95,14 +80,15 @@ def _best_start(counts: np.ndarray, size: int) -> int:
     return int(np.argmax(sums))
 
 
-def best_top_left(crop: np.ndarray, view: str, window: tuple) -> tuple[int, int]:
+def best_top_left(crop: np.ndarray, view: str, window: tuple, tissue: np.ndarray | None = None) -> tuple[int, int]:
     """(y, x) of the window's top-left corner in the oriented crop; see the module doc (step 3).
 
-    Negative values mean the window starts before the crop (that side is zero-padded).
+    ``tissue``: bool mask of the breast in the crop (default: crop > 0). Negative values mean the window
+    starts before the crop (that side is zero-padded).
     """
     h, w = crop.shape
     wh, ww = window
-    tissue = crop > 0
+    tissue = crop > 0 if tissue is None else tissue
     if view == "mlo":
         top = h - wh  # bottom-anchored: the window's last row is the breast's last row
         if w <= ww:
@@ -128,15 +114,34 @@ def cut_window(arr: np.ndarray, top_left: tuple, window: tuple, margin: int) -> 
 
 
 def plan(img: np.ndarray, view: str, window: tuple, margin: int, crop_margin: int = 20,
-         background: int = 0) -> Geometry:
-    box, flipped = crop_and_flip(img, crop_margin, background)
-    crop = oriented_crop(img, box, flipped)
-    return Geometry(box, flipped, best_top_left(crop, view, window), tuple(window), int(margin))
+         background="auto", min_breast_area: float = MIN_BREAST_AREA) -> Geometry:
+    """The window of ``img`` (uint16 (H, W)); raises PreprocessError when no breast (large enough) is found."""
+    bm = breast_mask(img, background)
+    if bm.area_frac < min_breast_area:
+        raise PreprocessError(f"breast too small: {bm.area_frac:.2%} of the image is above the background "
+                              f"(threshold {bm.threshold:g}), below the minimum breast area {min_breast_area:.2%} "
+                              "(blank or nearly blank image? lower --min-breast-area if it is real)")
+    keep = bm.full(img)
+    box, flipped = crop_and_flip(img, crop_margin, background, bm, keep)
+    tl = best_top_left(oriented_crop(img, box, flipped), view, window, oriented_crop(keep, box, flipped))
+    return Geometry(box, flipped, tl, tuple(window), int(margin), keep, bm)
 
 
 def apply(arr: np.ndarray, geo: Geometry) -> np.ndarray:
-    """Cut the window of ``geo`` out of an image or a same-shaped heatmap."""
-    return cut_window(oriented_crop(arr, geo.crop_box, geo.flipped), geo.top_left, geo.window, geo.margin)
+    """Cut the window of ``geo`` out of an image or a same-shaped heatmap; zero outside the breast."""
+    crop = oriented_crop(arr, geo.crop_box, geo.flipped)
+    if geo.keep is not None:
+        crop = np.where(oriented_crop(geo.keep, geo.crop_box, geo.flipped), crop, 0).astype(arr.dtype, copy=False)
+    return cut_window(crop, geo.top_left, geo.window, geo.margin)
+
+
+def breast_in_window(geo: Geometry) -> tuple[float, float]:
+    """(breast share of the window without margin, share of the breast outside it)."""
+    if geo.keep is None:
+        return float("nan"), float("nan")
+    inside = int(cut_window(oriented_crop(geo.keep, geo.crop_box, geo.flipped), geo.top_left, geo.window, 0).sum())
+    total = int(geo.keep.sum())
+    return inside / float(geo.window[0] * geo.window[1]), (1.0 - inside / total) if total else 0.0
 
 
 def match_shape(heatmap: np.ndarray, shape: tuple) -> np.ndarray:
@@ -150,7 +155,7 @@ def match_shape(heatmap: np.ndarray, shape: tuple) -> np.ndarray:
     return fixed
 
 
-# ---- the whole table -------------------------------------------------------------------------------
+# ---- the whole table: Settings here, the per-breast and per-table work in preprocess_table.py ----------------
 
 @dataclass(frozen=True)
 class Settings:
@@ -159,97 +164,17 @@ class Settings:
     margin: int = 100          # augmentation margin on every side, px
     crop_margin: int = 20      # added around the breast's bounding box, px
     voi_lut: bool = False      # apply a DICOM's VOI LUT / window when reading
-    background: int = 0        # pixels <= this are background for the crop mask (0 = reference rule)
+    background: int | str = "auto"            # "auto" (per-image threshold) or a fixed intensity (<= is background)
+    min_breast_area: float = MIN_BREAST_AREA  # share of the image; a smaller breast drops the breast
+    spacing: float | None = None              # mm per pixel to resample every image to; None = as stored
+    source_spacing: float | None = None       # mm per pixel where neither DICOM nor the table gives one
+    allow_missing_view: bool = False          # one-view breasts: window the view that is there
 
 
-def _safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-." else "_" for c in str(text))
+def __getattr__(name: str):
+    """``preprocess_table`` / ``process_breast`` re-exported lazily (that module imports this one)."""
+    if name in ("preprocess_table", "process_breast"):
+        from mvmammo.data import preprocess_table as module
 
-
-def process_breast(task: dict) -> dict:
-    """One breast: both views (+ heatmaps) -> window PNGs. Never raises: a failure names file and reason."""
-    from pathlib import Path
-
-    from mvmammo.data.images import read_heatmap, read_image, write_heatmap_png, write_png16
-
-    s: Settings = task["settings"]
-    out_dir, stem, values = Path(task["out_dir"]), task["stem"], {}
-    current = None
-    try:
-        for view, window in (("cc", s.window_cc), ("mlo", s.window_mlo)):
-            current = task["paths"][f"{view}_path"]
-            img = read_image(current, voi_lut=s.voi_lut)
-            geo = plan(img, view, window, s.margin, s.crop_margin, s.background)
-            rel = f"images/{stem}_{view}.png"
-            write_png16(out_dir / rel, apply(img, geo))
-            values.update({f"{view}_path": rel, f"{view}_window_margin": s.margin,
-                           f"{view}_crop_box": " ".join(map(str, geo.crop_box)),
-                           f"{view}_center": " ".join(map(str, geo.center)), f"{view}_flipped": int(geo.flipped)})
-            for kind in ("benign", "malignant"):
-                col = f"{view}_heatmap_{kind}"
-                if task["paths"].get(col):
-                    current = task["paths"][col]
-                    hm = match_shape(read_heatmap(current), img.shape)
-                    hrel = f"heatmaps/{stem}_{view}_{kind}.png"
-                    write_heatmap_png(out_dir / hrel, apply(hm, geo))
-                    values[col] = hrel
-    except Exception as exc:  # any failure drops this breast, reported; the others go on
-        msg = str(exc) if str(current) in str(exc) else f"{current}: {exc}"
-        return {"index": task["index"], "ok": False, "file": str(current), "reason": f"{type(exc).__name__}: {msg}"}
-    return {"index": task["index"], "ok": True, "values": values}
-
-
-def preprocess_table(table, out_dir, settings: Settings = Settings(), workers: int = 1, progress: bool = True):
-    """Window every breast of an exam table into ``out_dir``; returns (table of kept breasts, report frame).
-
-    Writes out_dir/images/*.png, out_dir/heatmaps/*.png, out_dir/exams.csv, out_dir/preprocess_report.csv.
-    """
-    import sys
-    from multiprocessing import get_context
-    from pathlib import Path
-
-    import pandas as pd
-    from tqdm import tqdm
-
-    from mvmammo.data import exams
-
-    df = exams.load_valid(table, check_files=False)
-    out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    (out_dir / "heatmaps").mkdir(parents=True, exist_ok=True)
-    tasks = []
-    for i, row in df.iterrows():
-        paths = {c: str(exams.resolve_path(df, row[c])) for c in exams.PATH_COLUMNS
-                 if c in df.columns and pd.notna(row[c]) and str(row[c]).strip()}
-        tasks.append({"index": i, "paths": paths, "out_dir": str(out_dir), "settings": settings,
-                      "stem": f"{i:06d}_{_safe_name(row['breast_id'])}"})
-    results = []
-    bar = tqdm(total=len(tasks), desc="preprocess", unit="breast", disable=not progress, file=sys.stderr)
-    if workers > 1 and len(tasks) > 1:
-        with get_context().Pool(min(workers, len(tasks))) as pool:
-            for r in pool.imap_unordered(process_breast, tasks):
-                results.append(r)
-                bar.update(1)
-    else:
-        for t in tasks:
-            results.append(process_breast(t))
-            bar.update(1)
-    bar.close()
-    results.sort(key=lambda r: r["index"])
-    report = pd.DataFrame([{"breast_id": df.loc[r["index"], "breast_id"], "status": "kept" if r["ok"] else "dropped",
-                            "file": r.get("file", ""), "reason": r.get("reason", "")} for r in results])
-    report.to_csv(out_dir / "preprocess_report.csv", index=False)
-    kept = [r for r in results if r["ok"]]
-    out = df.loc[[r["index"] for r in kept]].copy()
-    for r in kept:
-        for k, v in r["values"].items():
-            if k not in out.columns:
-                out[k] = None
-            out.at[r["index"], k] = v
-    if len(out):
-        out.attrs["root"] = str(out_dir.resolve())
-        problems = exams.validate(out, check_files=True)
-        if problems:
-            raise PreprocessError("preprocessed table is not valid:\n" + "\n".join(problems[:20]))
-        exams.write_table(out.reset_index(drop=True), out_dir / "exams.csv")
-    return out.reset_index(drop=True), report
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,6 +6,8 @@ reproducible) and the breast's prediction is the mean of the k probabilities.
 """
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
 import torch
@@ -14,10 +16,47 @@ from mvmammo import LABELS
 from mvmammo.data.sampler import batches
 
 
+def presence(cache, rows: np.ndarray) -> np.ndarray:
+    """bool (B, 2) [cc, mlo]: which views each cache row holds (all True for a cache without one-view rows)."""
+    rows = np.asarray(rows)
+    if hasattr(cache, "present"):
+        return np.asarray(cache.present(rows), dtype=bool).reshape(len(rows), 2)
+    index = cache.index
+    if "has_cc" in index.columns and "has_mlo" in index.columns:
+        return index[["has_cc", "has_mlo"]].to_numpy().astype(bool)[rows]
+    return np.ones((len(rows), 2), dtype=bool)
+
+
+def combine(model: torch.nn.Module, out: dict, present: torch.Tensor) -> torch.Tensor:
+    """Probabilities (B, 2) of one forward pass, by family, for breasts with one or both views.
+
+    present: float (B, 2) [cc, mlo]. Joint/Shared were called with the absent view masked, so their fused
+    ``logits`` already read the present view alone. Split has no fused reading of one view: a one-view breast
+    takes that view's own model's probability. A uni-view model gives NaN for a breast without its view.
+    """
+    from mvmammo.models.multiview import SplitResNet, UniViewModel
+
+    core = getattr(model, "_orig_mod", model)
+    p = torch.sigmoid(out["logits"].float())
+    has_cc, has_mlo = present[:, :1] > 0, present[:, 1:] > 0  # (B, 1) each
+    if isinstance(core, SplitResNet):
+        p_cc, p_mlo = torch.sigmoid(out["logits_cc"].float()), torch.sigmoid(out["logits_mlo"].float())
+        p = torch.where(has_cc & has_mlo, p, torch.where(has_cc, p_cc, p_mlo))
+    elif isinstance(core, UniViewModel):
+        own = has_cc if core.views == ("cc",) else has_mlo
+        p = torch.where(own, p, torch.full_like(p, float("nan")))
+    return p
+
+
 @torch.no_grad()
-def predict_rows(model: torch.nn.Module, maker, rows: np.ndarray, tta: int = 0, batch_size: int = 32,
-                 seed: int = 0, precision: str = "fp32") -> np.ndarray:
-    """Probabilities (n_windows, N, 2) for benign, malignant; n_windows = max(tta, 1)."""
+def predict_outputs(model: torch.nn.Module, maker, rows: np.ndarray, tta: int = 0, batch_size: int = 32,
+                    seed: int = 0, precision: str = "fp32", progress: bool = False) -> dict[str, np.ndarray]:
+    """{"p", "logits_cc", "logits_mlo"}: each (n_windows, N, 2) float64, n_windows = max(tta, 1).
+
+    "p": probabilities (benign, malignant) by :func:`combine`; "logits_<view>": the model's per-view logits
+    (NaN where the breast lacks the view or the family has none). Breasts with one view are read with the
+    absent view masked (view_mask), so a cache without one-view rows runs exactly as before.
+    """
     was_training = model.training
     model.eval()
     n_windows = max(tta, 1)
@@ -25,17 +64,37 @@ def predict_rows(model: torch.nn.Module, maker, rows: np.ndarray, tta: int = 0, 
     # but every breast is loaded (and sent to the device) once for all its windows.
     gens = [torch.Generator().manual_seed(int(seed) * 1000 + t) if tta > 0 else None for t in range(n_windows)]
     chunks = batches(np.asarray(rows), batch_size)
-    probs: list[list[torch.Tensor]] = [[] for _ in range(n_windows)]
-    for rows_c, raw, labels in maker.loaded(chunks):
+    keys = ("p", "logits_cc", "logits_mlo")
+    acc: dict[str, list[list[torch.Tensor]]] = {k: [[] for _ in range(n_windows)] for k in keys}
+    loaded = maker.loaded(chunks)
+    if progress:
+        from tqdm.auto import tqdm
+
+        loaded = tqdm(loaded, total=len(chunks), desc="predict", unit="batch", leave=False, file=sys.stderr)
+    for rows_c, raw, labels in loaded:
+        pres_np = presence(maker.cache, rows_c)  # host side: deciding on the mask needs no device sync
+        present = torch.from_numpy(pres_np.astype(np.float32)).to(maker.device)
+        mask = None if pres_np.all() else present
         for t in range(n_windows):
             batch = maker.assemble(rows_c, raw, labels, train=tta > 0, generator=gens[t])
             with torch.autocast(maker.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                logits = model(batch["cc"], batch["mlo"])["logits"]
-            probs[t].append(torch.sigmoid(logits.float()))  # stays on the device: one copy at the end
+                out = model(batch["cc"], batch["mlo"], view_mask=mask)
+            acc["p"][t].append(combine(model, out, present))  # stays on the device: one copy at the end
+            for i, v in enumerate(("cc", "mlo")):
+                z = out.get(f"logits_{v}")
+                z = torch.full_like(out["logits"], float("nan")) if z is None else z
+                acc[f"logits_{v}"][t].append(torch.where(present[:, i:i + 1] > 0, z.float(),
+                                                         torch.full_like(z.float(), float("nan"))))
     model.train(was_training)
     if not len(rows):
-        return np.zeros((n_windows, 0, 2), dtype=np.float64)
-    return torch.stack([torch.cat(p) for p in probs]).cpu().double().numpy()
+        return {k: np.zeros((n_windows, 0, 2), dtype=np.float64) for k in keys}
+    return {k: torch.stack([torch.cat(x) for x in acc[k]]).cpu().double().numpy() for k in keys}
+
+
+def predict_rows(model: torch.nn.Module, maker, rows: np.ndarray, tta: int = 0, batch_size: int = 32,
+                 seed: int = 0, precision: str = "fp32") -> np.ndarray:
+    """Probabilities (n_windows, N, 2) for benign, malignant; n_windows = max(tta, 1)."""
+    return predict_outputs(model, maker, rows, tta, batch_size, seed, precision)["p"]
 
 
 def predictions_table(cache, rows: np.ndarray, probs: np.ndarray, seed: int, run_name: str) -> pd.DataFrame:

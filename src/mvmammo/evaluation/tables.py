@@ -14,6 +14,7 @@ import pandas as pd
 from mvmammo import LABELS
 from mvmammo.evaluation.ensemble import ensemble
 from mvmammo.evaluation.evaluate import auc_report, load_predictions
+from mvmammo.evaluation.loading import RunError
 from mvmammo.evaluation.metrics import auc
 from mvmammo.report.runs import group_runs
 
@@ -24,7 +25,11 @@ def table(runs: list[str | Path], split: str = "test", n_boot: int = 1000) -> pd
     for name, members in group_runs(runs).items():
         preds = [load_predictions(m, split) for m in members]
         line = {"row": name, "seeds": len(members)}
-        ens = ensemble(preds)
+        try:
+            ens = ensemble(preds)
+        except ValueError as exc:
+            raise RunError(f"row {name!r} ({', '.join(str(m) for m in members)}): {exc} for {split!r}; evaluate "
+                           "every seed of a row on the same table and split") from None
         rep = auc_report(ens, n_boot=n_boot)
         for label in LABELS:
             per_seed = []

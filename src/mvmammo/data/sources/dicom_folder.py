@@ -123,7 +123,7 @@ def _loser_reason(lost: dict, kept: dict) -> str:
 
 def walk(root: str | Path, progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """(exam table, skipped files (file, reason), notes: breast_id -> [note, ...]) for every file under root."""
-    root = Path(root)
+    root = Path(root).resolve()  # absolute paths: the table is written elsewhere (the work folder)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder; --dicom takes a folder of DICOM files")
     files = sorted(p for p in root.rglob("*") if p.is_file())

@@ -22,7 +22,7 @@ import pandas as pd
 from mvmammo import VIEWS
 from mvmammo.data import cache_key
 from mvmammo.data import cache_files as files
-from mvmammo.data.cache import HEATMAP_SCALE, CacheSpec, _read_view
+from mvmammo.data.cache_spec import HEATMAP_SCALE, CacheSpec, read_view
 from mvmammo.data.cache_files import CacheError
 from mvmammo.data.store import format as fmt
 
@@ -55,7 +55,7 @@ def encode_row(task: tuple[int, tuple[bool, bool], dict, int]) -> dict:
         if not present[j]:
             out[v] = (b"", b"")
             continue
-        win = _read_view(df, row, v, spec)  # uint16 (C, Hp, Wp), heatmaps scaled to 0..65535
+        win = read_view(df, row, v, spec)  # uint16 (C, Hp, Wp), heatmaps scaled to 0..65535
         heat = b""
         if spec.channels == 3:
             heat = fmt.compress_heat(fmt.downsample_heat(win[1:].astype(np.float32) / HEATMAP_SCALE, factor))

@@ -16,7 +16,7 @@ import pandas as pd
 
 from mvmammo import VIEWS
 from mvmammo.data import cache_files as files
-from mvmammo.data.cache import CacheSpec, HEATMAP_SCALE
+from mvmammo.data.cache_spec import HEATMAP_SCALE, CacheSpec
 from mvmammo.data.cache_files import CacheError
 from mvmammo.data.store import format as fmt
 
