@@ -38,7 +38,7 @@ def main(argv=None) -> dict:
     import torch
 
     from mvmammo.data import exams
-    from mvmammo.data.cache import HEATMAP_SCALE, _read_view, make_spec
+    from mvmammo.data.cache import HEATMAP_SCALE, read_view, make_spec
     from mvmammo.data.store import build_store
     from mvmammo.data.store import format as fmt
     from mvmammo.data.store.loader import fill
@@ -96,7 +96,7 @@ def main(argv=None) -> dict:
     max_diff = 0.0
     for i in range(n):
         for v in ("cc", "mlo"):
-            full = _read_view(df, df.iloc[i], v, spec)[1:].astype(np.float32) / HEATMAP_SCALE
+            full = read_view(df, df.iloc[i], v, spec)[1:].astype(np.float32) / HEATMAP_SCALE
             _, heat = store.load_parts(np.array([i]), v)
             up = upsample_heat(torch.from_numpy(heat.astype(np.float32)), full.shape[-2:])[0].numpy()
             max_diff = max(max_diff, float(np.abs(up - full).max()))
