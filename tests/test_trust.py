@@ -112,6 +112,16 @@ def test_analyze_refuses_a_payload(trained, tmp_path, capsys):
     assert "best.pt" in assert_one_error(err)
 
 
+def test_predict_refuses_a_payload(trained, tiny_cohort, tmp_path, capsys):
+    run = _copy(trained, tmp_path)
+    marker = tmp_path / "pwned"
+    plant(run / "best.pt", marker, ckpt.load(trained / "best.pt"))
+    code, err = run_cli(capsys, "predict", run, "--table", tiny_cohort, "--out", tmp_path / "p.csv",
+                        "--no-progress")
+    assert code == 1 and not marker.exists() and not (tmp_path / "p.csv").exists()
+    assert "best.pt" in assert_one_error(err)
+
+
 def test_checkpoint_load_is_weights_only_and_reads_plain_rng(tmp_path):
     import random
 
