@@ -43,8 +43,6 @@ def register_model(name: str) -> Callable[[T], T]:
 
 def build_model(cfg: ModelConfig, in_channels: int) -> nn.Module:
     """The model of family ``cfg.family`` for inputs with ``in_channels`` channels (1: image, 3: +heatmaps)."""
-    from . import multiview  # noqa: F401  (registers the families if the package was bypassed)
-
     if cfg.family not in _MODELS:
         raise ValueError(f"unknown model family {cfg.family!r}; one of {MODEL_FAMILIES}")
     if in_channels not in (1, 3):

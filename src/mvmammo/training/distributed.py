@@ -57,12 +57,18 @@ def env_info() -> DistInfo:
                     local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def pick_device(name: str) -> torch.device:
+    """run.device -> a torch device ("auto": the GPU when one is visible)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def setup(device_name: str) -> tuple[DistInfo, torch.device]:
     """Initialise the process group when WORLD_SIZE > 1 (nccl on CUDA, gloo on CPU); pick the device."""
     info = env_info()
     want_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
     if not info.enabled:
-        from mvmammo.training.inputs import pick_device
 
         return info, pick_device(device_name)
     device = torch.device(f"cuda:{info.local_rank}" if want_cuda else "cpu")

@@ -29,6 +29,7 @@ from mvmammo.errors import UsageError
 from mvmammo.training.accel import compile_or_eager
 from mvmammo.data.cache import HEATMAP_SCALE
 from mvmammo.data.store.reader import upsample_heat
+from mvmammo.training.distributed import pick_device, shard_bounds  # noqa: F401 (pick_device: callers import it here)
 from mvmammo.training.prefetch import Prefetcher, fill_host, host_layout
 
 
@@ -123,12 +124,6 @@ def _prebuilt(cfg: Config, progress: bool) -> WindowCache:
 
 def note(msg: str) -> None:
     print(f"note: {msg}", file=sys.stderr, flush=True)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _uint16_view_ok(device: torch.device) -> bool:
@@ -266,8 +261,6 @@ class BatchMaker:
     def batches(self, chunks: Iterable[np.ndarray], train: bool, generator: torch.Generator | None = None,
                 shard: tuple[int, int] = (0, 1)) -> Iterator[dict]:
         """Batches for a list of (global) row chunks; shard=(rank, world) keeps this rank's contiguous slice."""
-        from mvmammo.training.distributed import shard_bounds
-
         chunks = [np.asarray(c) for c in chunks]
         parts = [shard_bounds(len(c), *shard) for c in chunks]
         local = [c[lo:hi] for c, (lo, hi) in zip(chunks, parts)]
