@@ -10,8 +10,8 @@ from PIL import Image
 from mvmammo.cli import main
 from mvmammo.data import exams
 from mvmammo.data.images import read_heatmap, read_image, write_png16
-from mvmammo.data.preprocess import (PreprocessError, Settings, apply, crop_and_flip, cut_window, plan,
-                                     preprocess_table)
+from mvmammo.data.preprocess import PreprocessError, Settings, apply, crop_and_flip, cut_window, plan
+from mvmammo.data.preprocess_table import preprocess_table
 
 
 def test_flip_puts_chest_wall_left_and_crop_drops_label():

@@ -170,11 +170,3 @@ class Settings:
     source_spacing: float | None = None       # mm per pixel where neither DICOM nor the table gives one
     allow_missing_view: bool = False          # one-view breasts: window the view that is there
 
-
-def __getattr__(name: str):
-    """``preprocess_table`` / ``process_breast`` re-exported lazily (that module imports this one)."""
-    if name in ("preprocess_table", "process_breast"):
-        from mvmammo.data import preprocess_table as module
-
-        return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

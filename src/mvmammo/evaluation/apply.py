@@ -64,7 +64,8 @@ def has_heatmaps(df: pd.DataFrame) -> bool:
 def windowed_table(table: str | Path, work: str | Path, labels: bool = False, workers: int = 1,
                    progress: bool = True, settings=None) -> NewTable:
     """The table as windows: as given when already preprocessed, else preprocessed into ``work/preprocessed``."""
-    from mvmammo.data.preprocess import Settings, preprocess_table
+    from mvmammo.data.preprocess import Settings
+    from mvmammo.data.preprocess_table import preprocess_table
 
     table = Path(table)
     df = load_table(table, labels)
