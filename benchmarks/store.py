@@ -33,6 +33,8 @@ def main(argv=None) -> dict:
     p.add_argument("--out", default="/tmp/mvmammo-store-bench")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--batches", type=int, default=12, help="random batches of 4 breasts per thread count")
+    p.add_argument("--size", choices=["full", "small"], default="full",
+                   help="full: the paper's windows; small: 256x192 (a quick dry run of this script)")
     args = p.parse_args(argv)
 
     import torch
@@ -46,20 +48,22 @@ def main(argv=None) -> dict:
     from mvmammo.data.synthetic import generate_cohort
 
     out = Path(args.out)
-    cohort = out / "cohort"
+    sizes = ((2677, 1942), (2974, 1748)) if args.size == "full" else ((256, 192), (256, 192))
+    cohort = out / f"cohort-{args.size}"
     t0 = time.time()
     if not (cohort / "exams.csv").exists():
-        generate_cohort(cohort, preset="paper", breasts=args.breasts, size_cc=(2677, 1942), size_mlo=(2974, 1748),
+        generate_cohort(cohort, preset="paper", breasts=args.breasts, size_cc=sizes[0], size_mlo=sizes[1],
                         seed=0, heatmaps=True, progress=True, workers=args.workers)
     t_synth = time.time() - t0
     df = exams.load_valid(cohort / "exams.csv")
-    spec = make_spec((2677, 1942), (2974, 1748), heatmaps=True, noise_px=100.0)
+    spec = make_spec(sizes[0], sizes[1], heatmaps=True, noise_px=100.0)
     store_dir = out / "store"
     import shutil
 
     shutil.rmtree(store_dir, ignore_errors=True)
     t0 = time.time()
-    store = build_store(df, store_dir, spec, workers=args.workers, progress=True)
+    factor = 8 if args.size == "full" else None  # full: 1/8 heatmaps as the store's rule; small: its own rule
+    store = build_store(df, store_dir, spec, heat_factor=factor, workers=args.workers, progress=True)
     t_build = time.time() - t0
     stored = sum(f.stat().st_size for f in (store_dir / "shards").glob("*.bin"))
     index_bytes = (store_dir / "index.parquet").stat().st_size
@@ -104,7 +108,7 @@ def main(argv=None) -> dict:
     result = {
         "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "command": "python benchmarks/store.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "breasts": n, "heat_factor": store.heat_factor, "codec": fmt.CODEC,
+        "size": args.size, "breasts": n, "heat_factor": store.heat_factor, "codec": fmt.CODEC,
         "bytes_per_breast": stored / n, "mb_per_breast": stored / n / 1e6,
         "memmap_mb_per_breast": memmap_per_breast / 1e6, "ratio_vs_memmap": memmap_per_breast * n / stored,
         "index_bytes": index_bytes, "build_s": t_build, "build_s_per_1000": t_build / n * 1000,
@@ -114,7 +118,7 @@ def main(argv=None) -> dict:
     }
     res_dir = Path(__file__).resolve().parent / "results"
     res_dir.mkdir(exist_ok=True)
-    (res_dir / f"store-{result['date']}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (res_dir / f"store-{args.size}-{result['date']}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return result
 

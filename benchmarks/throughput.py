@@ -207,6 +207,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--anchor-args", default="", help="extra arguments for the anchor, e.g. --no-compile")
     ap.add_argument("--no-anchor", action="store_true")
     ap.add_argument("--cache", default="", help="cache folder (default: a temporary one)")
+    ap.add_argument("--store", default="", help="read this window store (benchmarks/store.py --out DIR/store) "
+                                                "instead of a synthetic memory-mapped cache")
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     a = ap.parse_args(argv)
     small = a.size == "small"
@@ -224,7 +226,12 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     tmp = tempfile.TemporaryDirectory(prefix="mvmammo-bench-")
     t0 = time.perf_counter()
-    cache = write_cache(a.cache or tmp.name, breasts, a.size)
+    if a.store:
+        from mvmammo.data.store import WindowStore
+
+        cache = WindowStore(a.store)
+    else:
+        cache = write_cache(a.cache or tmp.name, breasts, a.size)
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
             "torch": torch.__version__, "size": a.size, "breasts": breasts, "steps": steps, "width": width,
             "cache_write_s": round(time.perf_counter() - t0, 2), "date": time.strftime("%Y-%m-%d")}

@@ -17,6 +17,7 @@ from mvmammo.models.registry import build_model
 from mvmammo.training import distributed
 from mvmammo.training.loop import train
 from mvmammo.training.pretrain import apply_finetune, is_frozen_batchnorm
+from mvmammo.training.checkpoint import load as ckpt_load
 
 WORKER = """
 import json, sys, torch
@@ -60,8 +61,8 @@ def test_two_processes_match_one_with_the_whole_batch(tiny_cohort, tmp_path):
     finally:
         torch.set_num_threads(threads)
     _launch(tiny_overrides(tiny_cohort, two, **extra), 2)
-    a = torch.load(one / "last.pt", weights_only=False)
-    b = torch.load(two / "last.pt", weights_only=False)
+    a = ckpt_load(one / "last.pt")
+    b = ckpt_load(two / "last.pt")
     assert a["step"] == b["step"] == 2
     for k, v in a["model"].items():
         w = b["model"][k]
@@ -123,7 +124,7 @@ def test_head_only_finetune_keeps_batchnorm_frozen_on_two_processes(tiny_cohort,
         "reg.finetune": "head", "run.max_steps": 3, "run.device": "cpu", "run.grad_norms": "false",
         "run.sync_bn": "true"})
     _launch(overrides, 2)
-    after = torch.load(out / "last.pt", weights_only=False)["model"]
+    after = ckpt_load(out / "last.pt")["model"]
     source = {**{k: v for k, v in cc.items() if not k.startswith("cc.head")},
               **{k: v for k, v in mlo.items() if not k.startswith("mlo.head")}}
     stats = [k for k in source if "running_" in k]

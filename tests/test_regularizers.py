@@ -16,6 +16,7 @@ from mvmammo.training.pretrain import PretrainError, apply_finetune, load_pretra
 from mvmammo.training.tasks import bce_pair
 
 from conftest import tiny_overrides
+from mvmammo.training.checkpoint import load as ckpt_load
 
 N = 200_000  # samples for the rate checks: binomial std of a rate <= 0.0012
 
@@ -139,7 +140,7 @@ def test_pretrained_head_only_finetune_keeps_columns_bit_identical(tiny_cohort, 
         "optim.epochs": 1, "reg.pretrained_cc": tmp_path / "uni_cc", "reg.pretrained_mlo": tmp_path / "uni_mlo",
         "reg.finetune": "head", "run.max_steps": 4}))
     train(cfg)
-    after = torch.load(tmp_path / "ft" / "last.pt", weights_only=False)["model"]
+    after = ckpt_load(tmp_path / "ft" / "last.pt")["model"]
     source = {**{k: v for k, v in cc.items() if not k.startswith("cc.head")},
               **{k: v for k, v in mlo.items() if not k.startswith("mlo.head")}}
     assert len(source) > 20

@@ -10,6 +10,7 @@ from mvmammo.training import loop
 from mvmammo.training.loop import TrainingDiverged, train
 
 from conftest import tiny_overrides
+from mvmammo.training.checkpoint import load as ckpt_load
 
 
 def _epochs(run_dir):
@@ -44,8 +45,8 @@ def test_exact_resume_after_kill(tiny_cohort, tmp_path):
         for key in ("train_loss", "val_auc_malignant", "val_auc_benign", "val_loss", "step"):
             assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), key
     assert [s["step"] for s in steps_res] == [s["step"] for s in steps_full]
-    w_full = torch.load(tmp_path / "full" / "last.pt", weights_only=False)["model"]
-    w_res = torch.load(tmp_path / "killed" / "last.pt", weights_only=False)["model"]
+    w_full = ckpt_load(tmp_path / "full" / "last.pt")["model"]
+    w_res = ckpt_load(tmp_path / "killed" / "last.pt")["model"]
     for k in w_full:
         assert torch.allclose(w_full[k].float(), w_res[k].float(), atol=1e-6), k
 
@@ -53,7 +54,7 @@ def test_exact_resume_after_kill(tiny_cohort, tmp_path):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_cohort, tmp_path, monkeypatch):
     cfg = resolve("default", tiny_overrides(tiny_cohort, tmp_path / "nan", **{"optim.epochs": 3}))
     train(resolve("default", tiny_overrides(tiny_cohort, tmp_path / "nan", **{"optim.epochs": 1})))
-    good = torch.load(tmp_path / "nan" / "last.pt", weights_only=False)
+    good = ckpt_load(tmp_path / "nan" / "last.pt")
     real_task = loop.get_task("standard")
 
     def poisoned(out, batch, cfg=None):
@@ -65,7 +66,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_cohort, tmp_path, mo
         train(cfg)
     msg = str(err.value)
     assert "loss is nan" in msg and "last.pt" in msg and "breasts" in msg
-    kept = torch.load(tmp_path / "nan" / "last.pt", weights_only=False)
+    kept = ckpt_load(tmp_path / "nan" / "last.pt")
     assert kept["epoch"] == good["epoch"] == 0
     for k in good["model"]:
         assert torch.equal(good["model"][k], kept["model"][k])
@@ -82,11 +83,11 @@ def test_checkpoints_and_metrics(tiny_cohort, tmp_path):
     for name in ("config.json", "git_revision.txt", "metrics.jsonl", "best.pt", "last.pt", "DONE"):
         assert (run / name).exists(), name
     epochs, steps = _epochs(run)
-    best = torch.load(run / "best.pt", weights_only=False)
+    best = ckpt_load(run / "best.pt")
     vals = [e["val_auc_malignant"] for e in epochs]
     assert best["val_auc_malignant"] == pytest.approx(max(v for v in vals if not math.isnan(v)))
     assert all("grad_norm_cc" in s and "grad_norm_mlo" in s for s in steps)
-    last = torch.load(run / "last.pt", weights_only=False)
+    last = ckpt_load(run / "last.pt")
     assert {"model", "optimizer", "epoch", "step", "best", "rng"} <= set(last)
 
 
