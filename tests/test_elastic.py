@@ -24,12 +24,18 @@ def _torchrun(overrides: list[str], env_extra: dict) -> subprocess.CompletedProc
            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_port()}", "--max-restarts", "2",
            "--monitor-interval", "0.5", "-m", "mvmammo", "train", *overrides]
     env = dict(os.environ, OMP_NUM_THREADS="1", **env_extra)
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    try:
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired as exc:  # show what the workers said before they hung
+        out = (exc.stdout or b"").decode(errors="replace") + (exc.stderr or b"").decode(errors="replace")
+        lines = [ln for ln in out.splitlines() if "Warning" not in ln and "all_reduce(" not in ln]
+        raise AssertionError("torchrun did not finish in 300 s:\n" + "\n".join(lines[-60:])) from None
 
 
 def _tail(r: subprocess.CompletedProcess) -> str:
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if "Warning" not in ln and "all_reduce(" not in ln]
-    return "\n".join(lines[-40:])
+    errors = [ln for ln in lines if ln.startswith(("error:", "resuming", "run folder"))]
+    return "\n".join(errors + ["..."] + lines[-25:])
 
 
 def test_killed_worker_restarts_and_matches_the_uninterrupted_run(tiny_cohort, tmp_path):

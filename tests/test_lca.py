@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from mvmammo.training.checkpoint import load as ckpt_load
 from mvmammo.analysis.lca_math import allocate_chord, simpson_weights
 
 from conftest import tiny_overrides
@@ -120,7 +121,7 @@ def test_lca_hook_reports_groups_and_leaves_training_untouched(tiny_cohort, tmp_
     steps = [[x for x in map(json.loads, (r / "metrics.jsonl").read_text().splitlines()) if x["kind"] == "step"]
              for r in (plain, lca)]
     assert steps[0] == steps[1] and "grad_norm_cc" in steps[0][0]
-    sa, sb = (torch.load(r / "last.pt", weights_only=False)["model"] for r in (plain, lca))
+    sa, sb = (ckpt_load(r / "last.pt")["model"] for r in (plain, lca))
     for k in sa:
         assert torch.equal(sa[k], sb[k]), k
 

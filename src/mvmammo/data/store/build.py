@@ -25,6 +25,7 @@ from mvmammo.data import cache_files as files
 from mvmammo.data.cache_spec import HEATMAP_SCALE, CacheSpec, read_view
 from mvmammo.data.cache_files import CacheError
 from mvmammo.data.store import format as fmt
+from mvmammo.data.store.reader import WindowStore
 
 CHUNK_ROWS = 64  # rows per committed chunk (a kill loses at most this many encodings)
 SHARD_BYTES = 2 << 30  # a shard file is closed once it holds this many bytes (2 GiB)
@@ -171,8 +172,6 @@ def build_store(df: pd.DataFrame, root: str | Path, spec: CacheSpec, heat_factor
 
     spec: the window geometry (:func:`mvmammo.data.cache.make_spec`); heat_factor: None = :func:`heat_factor_for`.
     """
-    from mvmammo.data.store.reader import WindowStore
-
     root = Path(root)
     factor = heat_factor or fmt.heat_factor_for(spec.size_cc[0])
     try:
@@ -220,6 +219,8 @@ def build_store(df: pd.DataFrame, root: str | Path, spec: CacheSpec, heat_factor
         changed = int((~same).sum())
         if changed:
             print(f"{root}: {changed} row(s) whose images changed are encoded again", file=sys.stderr)
+    if not todo.any() and _complete_and_current(root, df, present):
+        return WindowStore(root)  # nothing to do: no write at all (other ranks and readers may be using it)
     files.save_json(meta_path, new_meta)
     (root / "parts").mkdir(exist_ok=True)
     next_shard = _truncate_torn(root, committed)
@@ -288,11 +289,8 @@ def _encode(df, root, spec, factor, rows, present, keys, content, taken, next_sh
             pool.terminate()
 
 
-def _finish(root: Path, df: pd.DataFrame, present: np.ndarray, meta: dict) -> None:
-    """Merge the committed parts with the table's ids and labels into index.parquet; mark the store complete."""
-    rec = _committed(root)
-    if len(rec) != len(df):
-        raise CacheError(f"{root}: {len(df) - len(rec)} row(s) missing after the build; rerun the same command")
+def _index_frame(df: pd.DataFrame, present: np.ndarray) -> pd.DataFrame:
+    """The table's ids, split, labels (-1 unknown) and view presence, as the index stores them."""
     index = pd.DataFrame({c: df[c].to_numpy() for c in INDEX_COLUMNS if c in df.columns})
     for c in ("breast_id", "patient_id", "exam_id"):
         if c in index:
@@ -301,6 +299,30 @@ def _finish(root: Path, df: pd.DataFrame, present: np.ndarray, meta: dict) -> No
         if c in index:
             index[c] = pd.to_numeric(index[c], errors="coerce").fillna(-1).astype(np.int64)
     index["has_cc"], index["has_mlo"] = present[:, 0], present[:, 1]
+    return index
+
+
+def _complete_and_current(root: Path, df: pd.DataFrame, present: np.ndarray) -> bool:
+    """The folder holds a complete store whose index already says what the table says (ids, splits, labels)."""
+    try:
+        meta = files.read_meta(root)
+        if not meta.get("complete") or (root / "parts").exists():
+            return False
+        old = pd.read_parquet(root / "index.parquet")
+    except Exception:
+        return False
+    new = _index_frame(df, present)
+    if len(old) != len(new) or any(c not in old for c in new.columns):
+        return False
+    return all(np.array_equal(old[c].astype(str).to_numpy(), new[c].astype(str).to_numpy()) for c in new.columns)
+
+
+def _finish(root: Path, df: pd.DataFrame, present: np.ndarray, meta: dict) -> None:
+    """Merge the committed parts with the table's ids and labels into index.parquet; mark the store complete."""
+    rec = _committed(root)
+    if len(rec) != len(df):
+        raise CacheError(f"{root}: {len(df) - len(rec)} row(s) missing after the build; rerun the same command")
+    index = _index_frame(df, present)
     rec = rec[record_columns()].reset_index(drop=True)
     index = pd.concat([index.reset_index(drop=True), rec], axis=1)
     index.insert(0, "row", np.arange(len(index)))
