@@ -97,13 +97,15 @@ def main(argv=None) -> dict:
         rates[threads] = windows / (time.perf_counter() - t0)
 
     # Heatmaps at 1/8 vs full resolution, in probability units.
-    max_diff = 0.0
+    max_diff, diffs = 0.0, []
     for i in range(n):
         for v in ("cc", "mlo"):
             full = read_view(df, df.iloc[i], v, spec)[1:].astype(np.float32) / HEATMAP_SCALE
             _, heat = store.load_parts(np.array([i]), v)
             up = upsample_heat(torch.from_numpy(heat.astype(np.float32)), full.shape[-2:])[0].numpy()
-            max_diff = max(max_diff, float(np.abs(up - full).max()))
+            d = np.abs(up - full)
+            max_diff = max(max_diff, float(d.max()))
+            diffs.append((float(d.mean()), float(np.quantile(d, 0.999)), float((d > 0.05).mean())))
 
     result = {
         "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -115,6 +117,9 @@ def main(argv=None) -> dict:
         "gb_per_1000": stored / n * 1000 / 1e9, "synth_s": t_synth, "build_workers": args.workers,
         "decode_gb_s_one_core": decode_gbs, "windows_per_s": {str(k): v for k, v in rates.items()},
         "pinned": pin, "heatmap_max_abs_diff": max_diff,
+        "heatmap_mean_abs_diff": float(np.mean([x[0] for x in diffs])),
+        "heatmap_p999_abs_diff": float(np.max([x[1] for x in diffs])),
+        "heatmap_share_over_0.05": float(np.mean([x[2] for x in diffs])),
     }
     res_dir = Path(__file__).resolve().parent / "results"
     res_dir.mkdir(exist_ok=True)

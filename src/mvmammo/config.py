@@ -39,6 +39,9 @@ class DataConfig:
     # How windows are kept: store (compressed shards + Parquet index, heatmaps at reduced resolution at full size;
     # data/store/) | memmap (uint16 memory-mapped arrays, 71 MB per breast at full resolution; data/cache.py).
     format: str = "store"
+    # Store only: heatmap channels kept on a grid this many times coarser than the windows (0 = the store's
+    # rule: 8 at full resolution, 1 at demo scale; data/store/format.py).
+    heat_factor: int = 0
     # Breasts with one view: drop (default) | mask (kept; the absent view is masked out of the fusion).
     missing_view: str = "drop"
     # Source windows are resized to size_* keeping their aspect ratio (zero padding) unless false

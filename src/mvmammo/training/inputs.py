@@ -83,7 +83,8 @@ def prepare_cache(cfg: Config, progress: bool = True) -> WindowCache:
              "window store instead); delete that folder to free its space, or set data.format=memmap to keep using it")
     spec = make_spec(d.size_cc, d.size_mlo, d.heatmaps, d.aug_noise_px, d.full_height, d.keep_aspect)
     workers = min(8, os.cpu_count() or 1) if len(df) > 256 else 1  # forking costs more than small tables take
-    return build_store(df, cache_root(cfg) / "store" / tag, spec, workers=workers, progress=progress)
+    root = cache_root(cfg) / "store" / (tag + (f"-h{d.heat_factor}" if d.heat_factor else ""))
+    return build_store(df, root, spec, heat_factor=d.heat_factor or None, workers=workers, progress=progress)
 
 
 MISSING_VIEW = ("drop", "mask")
