@@ -1,4 +1,4 @@
-"""The `mvmammo` command: subcommands only, no logic.
+"""The `mvmammo` command line: it parses and dispatches; the work happens in the library.
 
 Each module in :mod:`mvmammo.commands` defines ``register(subparsers)``, adding its subcommand(s) with a
 ``func(args) -> int`` default. New commands are new files there; this file does not change.
@@ -15,6 +15,22 @@ import sys
 from mvmammo import __version__, commands
 
 
+DESCRIPTION = ("Train, diagnose and improve two-view (CC + MLO) deep networks for breast cancer screening "
+               "(Wu et al., MIDL 2020), on your mammograms or on the embedded synthetic cohort.")
+WORKFLOW = """the workflow, in order (each command has --help):
+  mvmammo demo                                   everything below on the synthetic cohort, one command
+  mvmammo synth ... | mvmammo import FORMAT ...  an exam table: synthetic, or from a dataset / a clinic's export
+  mvmammo validate TABLE                         check it (one line per problem, naming row and column)
+  mvmammo preprocess TABLE --out DIR             crop, flip, window every breast (film and digital)
+  mvmammo heatmaps TABLE --patch-model RUN ...   optional: the benign/malignant heatmap channels
+  mvmammo cache TABLE --out DIR                  decode once into a compressed window store
+  mvmammo train [--preset P] key=value ...       one run (resumes after a kill; torchrun for several GPUs)
+  mvmammo sweep EXPERIMENT ...                   the paper's hyperparameter search
+  mvmammo evaluate RUN | mvmammo predict RUN ... test AUC with CIs | predictions on new exams
+  mvmammo table RUN... | compare | analyze | plot | report   tables, tests, view use, figures, one HTML page
+errors are one line; add --debug (or MVMAMMO_DEBUG=1) for the traceback."""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with our failure format: one `error:` line naming the command, exit 2."""
 
@@ -23,7 +39,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="mvmammo", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="mvmammo", description=DESCRIPTION, epilog=WORKFLOW,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mvmammo {__version__}")
     parser.add_argument("--debug", action="store_true",
                         help="show the full traceback on errors (also MVMAMMO_DEBUG=1)")

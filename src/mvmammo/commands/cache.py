@@ -1,4 +1,5 @@
-"""`mvmammo cache TABLE --out DIR`: decode every window once into the uint16 window cache (resumable).
+"""`mvmammo cache TABLE --out DIR`: decode every window once into a window store (compressed, the default) or the
+uint16 memory-mapped cache (`--format memmap`); resumable.
 
 Train, evaluate and predict read the result with ``data.cache=DIR``; its own channels and sizes are used.
 """
@@ -8,7 +9,7 @@ FLAGS = {"heatmaps": "--no-heatmaps", "out": "--out"}  # how error messages name
 
 
 def register(sub) -> None:
-    p = sub.add_parser("cache", help="decode an exam table's windows once into a uint16 window cache",
+    p = sub.add_parser("cache", help="decode an exam table's windows once into a window store (or memmap cache)",
                        description="Decode an exam table's windows once into a window cache (rebuilt where the "
                                    "table, its images or these options change; an interrupted build resumes). "
                                    "Use it in training with data.cache=DIR.")
@@ -24,6 +25,13 @@ def register(sub) -> None:
     p.add_argument("--allow-missing-view", action="store_true",
                    help="keep breasts with one view (the absent view is stored as zeros)")
     p.add_argument("--no-labels", action="store_true", help="allow an unlabelled table (labels stored as -1)")
+    p.add_argument("--format", choices=["store", "memmap"], default="store",
+                   help="store: lossless compressed shards + Parquet index, heatmaps on a coarser grid (default; "
+                        "docs/scale.md); memmap: uint16 memory-mapped arrays (71 MB per breast at full size)")
+    p.add_argument("--workers", type=int, default=0, help="store: encoding processes (default: all cores)")
+    p.add_argument("--heat-factor", type=int, default=0,
+                   help="store: heatmap grid this many times coarser than the window (default: 8 at full "
+                        "resolution, 1 at demo scale)")
     p.add_argument("--verify", action="store_true", help="check every stored window against its checksum")
     p.set_defaults(func=run)
 
@@ -39,12 +47,28 @@ def run(args) -> int:
         raise CacheError(f"--noise-px {args.noise_px:g}: must be >= 0")
     df = exams.load_valid(args.table, allow_missing_view=args.allow_missing_view,
                           require_labels=not args.no_labels)
-    cache = build_cache(df, args.out, tuple(args.size_cc), tuple(args.size_mlo), not args.no_heatmaps,
-                        args.noise_px, keep_aspect=not args.stretch, flags=FLAGS)
+    if args.format == "store":
+        import os
+
+        from mvmammo.data.cache import make_spec
+        from mvmammo.data.store import build_store
+
+        if not args.no_heatmaps:
+            missing = [c for c in exams.HEATMAP_COLUMNS if c not in df.columns]
+            if missing:
+                raise CacheError(f"{args.table}: no {', '.join(missing)} column(s) for the heatmap channels; "
+                                 "pass --no-heatmaps to store the image channel only")
+        spec = make_spec(args.size_cc, args.size_mlo, not args.no_heatmaps, args.noise_px,
+                         keep_aspect=not args.stretch)
+        cache = build_store(df, args.out, spec, heat_factor=args.heat_factor or None,
+                            workers=args.workers or (os.cpu_count() or 1), progress=True)
+    else:
+        cache = build_cache(df, args.out, tuple(args.size_cc), tuple(args.size_mlo), not args.no_heatmaps,
+                            args.noise_px, keep_aspect=not args.stretch, flags=FLAGS)
     spec = cache.spec
     one_view = int((~cache.present().all(axis=1)).sum())
     print(f"{args.out}: {len(cache)} breasts ({one_view} with one view), CC {spec.stored_shape('cc')}, "
-          f"MLO {spec.stored_shape('mlo')} uint16 (margins {spec.margin_cc}/{spec.margin_mlo} px, "
+          f"MLO {spec.stored_shape('mlo')} ({args.format}; margins {spec.margin_cc}/{spec.margin_mlo} px, "
           f"{'aspect kept' if spec.keep_aspect else 'stretched'}); train with data.cache={args.out}")
     if args.verify:
         bad = cache.verify()
