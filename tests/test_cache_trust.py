@@ -269,7 +269,7 @@ def test_cli_full_disk_is_one_error_line(tmp_path, monkeypatch, capsys):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "posix_fallocate", full)
-    rc = main(["cache", str(tmp_path / "t.csv"), "--out", str(tmp_path / "c"), "--no-heatmaps",
+    rc = main(["cache", str(tmp_path / "t.csv"), "--out", str(tmp_path / "c"), "--no-heatmaps", "--format", "memmap",
                "--size-cc", "40", "30", "--size-mlo", "40", "30"])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert rc == 1 and len(err) == 1 and "no space left" in err[0] and "--out" in err[0]
