@@ -11,9 +11,10 @@ from mvmammo.data import cache_files as files
 from mvmammo.data.cache_files import CacheError
 
 from mvmammo.data.cache_spec import CACHE_VERSION, CacheSpec
+from mvmammo.data.window_rows import WindowRows
 
 
-class WindowCache:
+class WindowCache(WindowRows):
     """Read side of a built cache: memory-mapped arrays plus the index table. Every file is checked first:
     a truncated or corrupt one is a one-line :class:`CacheError` naming it."""
 
@@ -39,25 +40,6 @@ class WindowCache:
         self._present = (self.index[["has_cc", "has_mlo"]].to_numpy(dtype=bool) if len(cols) == 2
                          else np.ones((n, 2), dtype=bool))  # caches before one-view breasts: both present
         self.usable = np.ones(n, dtype=bool)  # rows offered by rows(); see exclude()
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def exclude(self, mask: np.ndarray) -> None:
-        """Leave the rows where mask is true out of :meth:`rows` (e.g. one-view breasts, data.missing_view=drop)."""
-        self.usable &= ~np.asarray(mask, dtype=bool)
-
-    def rows(self, split: str) -> np.ndarray:
-        return np.flatnonzero((self.index["split"].to_numpy() == split) & self.usable)
-
-    def labels(self, rows: np.ndarray | None = None) -> np.ndarray:
-        """(N, 2) int64 labels (benign, malignant) as stored: 0/1, or -1 where unknown (predict-only tables)."""
-        lab = self.index[["benign", "malignant"]].to_numpy(dtype=np.int64)
-        return lab if rows is None else lab[rows]
-
-    def present(self, rows: np.ndarray | None = None) -> np.ndarray:
-        """(B, 2) bool [cc, mlo]: the view exists (an absent view is stored as zeros)."""
-        return self._present if rows is None else self._present[np.asarray(rows)]
 
     def load(self, rows: np.ndarray, view: str) -> np.ndarray:
         """uint16 (B, C, H + 2m, W + 2m) for the given rows (copied out of the memory map)."""

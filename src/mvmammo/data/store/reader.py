@@ -19,9 +19,10 @@ from mvmammo.data import cache_files as files
 from mvmammo.data.cache_spec import HEATMAP_SCALE, CacheSpec
 from mvmammo.data.cache_files import CacheError
 from mvmammo.data.store import format as fmt
+from mvmammo.data.window_rows import WindowRows
 
 
-class WindowStore:
+class WindowStore(WindowRows):
     def __init__(self, root: str | Path):
         self.root = Path(root)
         meta = files.read_meta(self.root)
@@ -47,23 +48,6 @@ class WindowStore:
         self._lock = threading.Lock()
         self._loc = {v: self.index[[f"{v}_shard", f"{v}_offset", f"{v}_image_nbytes", f"{v}_heat_nbytes"]]
                      .to_numpy(dtype=np.int64) for v in VIEWS}
-
-    # --- the cache interface ---
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def exclude(self, mask: np.ndarray) -> None:
-        self.usable &= ~np.asarray(mask, dtype=bool)
-
-    def rows(self, split: str) -> np.ndarray:
-        return np.flatnonzero((self.index["split"].to_numpy() == split) & self.usable)
-
-    def labels(self, rows: np.ndarray | None = None) -> np.ndarray:
-        lab = self.index[["benign", "malignant"]].to_numpy(dtype=np.int64)
-        return lab if rows is None else lab[rows]
-
-    def present(self, rows: np.ndarray | None = None) -> np.ndarray:
-        return self._present if rows is None else self._present[np.asarray(rows)]
 
     def heat_shape(self, view: str) -> tuple[int, int]:
         _, hp, wp = self.spec.stored_shape(view)
