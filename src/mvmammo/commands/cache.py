@@ -13,10 +13,10 @@ def register(sub) -> None:
                        description="Decode an exam table's windows once into a window cache (rebuilt where the "
                                    "table, its images or these options change; an interrupted build resumes). "
                                    "Use it in training with data.cache=DIR.")
-    p.add_argument("table")
+    p.add_argument("table", help="exam table (CSV or Parquet) with windowed images (mvmammo preprocess)")
     p.add_argument("--out", required=True, help="cache folder (an interrupted build resumes here)")
-    p.add_argument("--size-cc", type=int, nargs=2, default=(2677, 1942), metavar=("H", "W"))
-    p.add_argument("--size-mlo", type=int, nargs=2, default=(2974, 1748), metavar=("H", "W"))
+    p.add_argument("--size-cc", type=int, nargs=2, default=(2677, 1942), metavar=("H", "W"), help="CC window stored, px (default 2677 1942: full resolution)")
+    p.add_argument("--size-mlo", type=int, nargs=2, default=(2974, 1748), metavar=("H", "W"), help="MLO window stored, px (default 2974 1748: full resolution)")
     p.add_argument("--no-heatmaps", action="store_true", help="cache the image channel only")
     p.add_argument("--noise-px", type=float, default=100.0,
                    help="augmentation margin at full resolution, px (of a 2677-px CC / 2974-px MLO window)")

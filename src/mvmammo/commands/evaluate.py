@@ -6,28 +6,28 @@ import sys
 
 def register(sub) -> None:
     p = sub.add_parser("evaluate", help="TTA predictions and AUCs with 95%% CIs for run folder(s)")
-    p.add_argument("runs", nargs="+")
+    p.add_argument("runs", nargs="+", help="trained run folder(s)")
     p.add_argument("--table", default=None,
                    help="evaluate on this labelled exam table instead of the run's own (external validation); "
                         "results go to predictions_/metrics_external-<table name>.csv/.json in the run folder")
     p.add_argument("--split", default=None,
                    help="split to evaluate: train, val, test or all (default: test; all with --table)")
     p.add_argument("--tta", type=int, default=None, help="random windows per breast (0 = centre window)")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    p.add_argument("--device", default=None)
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint: best (validation AUC) or last")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the run's run.device)")
     p.set_defaults(func=run_evaluate)
     t = sub.add_parser("table", help="paper-style table over run folders (rows grouped by NAME-sSEED)")
-    t.add_argument("runs", nargs="+")
+    t.add_argument("runs", nargs="+", help="evaluated run folders or experiment folders; rows are grouped by NAME-sSEED")
     t.add_argument("--split", default="test", help="test, val, or a result name such as external-<table name>")
-    t.add_argument("--label", default="malignant", choices=["malignant", "benign"])
+    t.add_argument("--label", default="malignant", choices=["malignant", "benign"], help="which label's AUC the table shows (default malignant)")
     t.add_argument("--oracle", default=None, help="oracle.json of a synthetic cohort: adds the gap to oracle")
     t.add_argument("--csv", default=None, help="also write the table as CSV here")
     t.set_defaults(func=run_table)
     c = sub.add_parser("compare", help="paired DeLong test between two evaluated runs")
-    c.add_argument("run_a")
-    c.add_argument("run_b")
-    c.add_argument("--split", default="test")
-    c.add_argument("--label", default="malignant", choices=["malignant", "benign"])
+    c.add_argument("run_a", help="first evaluated run folder")
+    c.add_argument("run_b", help="second evaluated run folder (same breasts)")
+    c.add_argument("--split", default="test", help="evaluated split to compare, e.g. test or external-NAME (default test)")
+    c.add_argument("--label", default="malignant", choices=["malignant", "benign"], help="which label's AUCs to compare (default malignant)")
     c.set_defaults(func=run_compare)
 
 

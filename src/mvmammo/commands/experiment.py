@@ -67,7 +67,7 @@ def register(sub) -> None:
     p.add_argument("overrides", nargs="*", help="extra config overrides for every run")
     p.set_defaults(func=run_experiment_cmd)
     d = sub.add_parser("demo", help="the main job on the embedded synthetic cohort: the paper's tables, CPU scale")
-    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--out", default="runs/demo", help="folder for the demo's runs, tables, figures and report (default runs/demo)")
     d.add_argument("--quick", action="store_true", help="a reduced version for smoke tests (about 2 minutes)")
     d.add_argument("--jobs", type=int, default=None, help="runs side by side (default: one per CPU core)")
     d.set_defaults(func=run_demo)

@@ -7,7 +7,7 @@ def register(sub) -> None:
                        description="Run a patch classifier over every image of an exam table (all patches on a "
                                    "grid, probabilities averaged per pixel) and write the heatmaps plus a copy "
                                    "of the table with the four heatmap columns. Resumable: rerun to continue.")
-    p.add_argument("table")
+    p.add_argument("table", help="exam table of preprocessed images (mvmammo preprocess)")
     p.add_argument("--patch-model", required=True,
                    help="run folder of `mvmammo patches train` or `mvmammo weights import-nyu`")
     p.add_argument("--out", required=True, help="output folder (maps/, heatmaps.json, the new table)")

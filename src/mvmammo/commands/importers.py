@@ -25,7 +25,7 @@ def register(sub) -> None:
     fmt = p.add_subparsers(dest="format", metavar="FORMAT", required=True)
 
     q = fmt.add_parser("nyu", help="NYU exam-list pickle (loaded safely: no code runs)")
-    q.add_argument("exam_list")
+    q.add_argument("exam_list", help="NYU exam-list pickle (read with a restricted unpickler: no code runs)")
     q.add_argument("--images", help="folder of <stem>.png (default: <exam list folder>/images)")
     q.add_argument("--heatmaps", help="folder with heatmap_benign/ and heatmap_malignant/ <stem>.hdf5")
     q.add_argument("--ext", default=".png", help="image file extension (default .png)")
@@ -39,28 +39,28 @@ def register(sub) -> None:
 
     q = fmt.add_parser("cmmd", help="CMMD clinical sheet + DICOM folder")
     q.add_argument("clinical", help="CMMD_clinicaldata_revision.xlsx (needs openpyxl) or a CSV export")
-    q.add_argument("--images", required=True)
+    q.add_argument("--images", required=True, help="the CMMD DICOM root folder")
     q.add_argument("--metadata", help="TCIA metadata.csv (Subject ID, File Location)")
     q.add_argument("--unlabelled-as-normal", action="store_true",
                    help="keep imaged breasts absent from the sheet as (0, 0) instead of dropping them")
 
     q = fmt.add_parser("vindr", help="VinDr-Mammo breast-level_annotations.csv + images/")
-    q.add_argument("annotations")
+    q.add_argument("annotations", help="VinDr-Mammo breast-level_annotations.csv")
     q.add_argument("--images", required=True, help="folder of <study_id>/<image_id>.dicom")
-    q.add_argument("--benign-birads", nargs="+", type=int, default=[2])
-    q.add_argument("--malignant-birads", nargs="+", type=int, default=[4, 5])
+    q.add_argument("--benign-birads", nargs="+", type=int, default=[2], help="BI-RADS categories counted as benign (default 2)")
+    q.add_argument("--malignant-birads", nargs="+", type=int, default=[4, 5], help="BI-RADS categories counted as malignant (default 4 5)")
     q.add_argument("--random-split", action="store_true", help="ignore the official training/test split")
 
     q = fmt.add_parser("rsna", help="RSNA screening mammography train.csv + train_images/")
-    q.add_argument("train_csv")
+    q.add_argument("train_csv", help="RSNA screening mammography train.csv")
     q.add_argument("--images", required=True, help="folder of <patient_id>/<image_id>.dcm")
 
     q = fmt.add_parser("embed", help="EMBED clinical + metadata tables")
-    q.add_argument("clinical")
-    q.add_argument("metadata")
+    q.add_argument("clinical", help="EMBED clinical table (CSV)")
+    q.add_argument("metadata", help="EMBED image metadata table (CSV)")
     q.add_argument("--images", required=True, help="root the anon_dicom_path values are found under")
-    q.add_argument("--benign-severity", nargs="+", type=int, default=[4])
-    q.add_argument("--malignant-severity", nargs="+", type=int, default=[0, 1])
+    q.add_argument("--benign-severity", nargs="+", type=int, default=[4], help="EMBED path_severity codes counted as benign (default 4)")
+    q.add_argument("--malignant-severity", nargs="+", type=int, default=[0, 1], help="EMBED path_severity codes counted as malignant (default 0 1)")
     q.add_argument("--include-cview", action="store_true", help="also use C-view (synthetic 2D) images")
 
     from mvmammo.data.sources.generic_csv import FIELDS_HELP, LAYOUTS
@@ -70,7 +70,7 @@ def register(sub) -> None:
                                    "per breast (patient_id, side, cc_path, mlo_path). Columns named like the fields\n"
                                    "need no --map. Writes the exam table and <name>_import_report.json.",
                        epilog=FIELDS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    q.add_argument("csv")
+    q.add_argument("csv", help="the source table (CSV or Parquet): one row per image or one row per breast")
     q.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
                    help="e.g. --map patient_id=PID --map side=Laterality --map view=View --map path=File")
     q.add_argument("--layout", choices=LAYOUTS, default="auto",

@@ -5,9 +5,9 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser("plot", help="figures from run folders: learning curves, gradient norms, LCA, "
                                     "view utilisation")
-    p.add_argument("runs", nargs="+", metavar="RUN")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s) to draw")
     p.add_argument("--out", required=True, help="folder for the PNG files")
-    p.add_argument("--label", default="malignant", choices=["malignant", "benign"])
+    p.add_argument("--label", default="malignant", choices=["malignant", "benign"], help="which label's AUC curves (default malignant)")
     p.set_defaults(func=run_plot)
 
 

@@ -19,11 +19,11 @@ def register(sub) -> None:
                    help="work folder for preprocessed windows and caches (default: <out stem>_work next to --out)")
     p.add_argument("--tta", type=int, default=None,
                    help="random windows per breast (0 = centre window; default: each run's run.tta)")
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint of each run: best (validation AUC) or last")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: each run's run.device: GPU "
                                                   "when present)")
     p.add_argument("--workers", type=int, default=1, help="preprocessing processes (default 1)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 

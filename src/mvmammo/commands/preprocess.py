@@ -36,10 +36,10 @@ def _fraction(text: str) -> float:
 
 def register(sub) -> None:
     p = sub.add_parser("preprocess", help="cut CC/MLO windows (16-bit PNG) for every breast of an exam table")
-    p.add_argument("table")
+    p.add_argument("table", help="exam table of raw images (CSV or Parquet; mvmammo import writes one)")
     p.add_argument("--out", required=True, help="output folder: images/, heatmaps/, exams.csv, preprocess_report.csv")
-    p.add_argument("--window-cc", nargs=2, type=int, default=(2677, 1942), metavar=("H", "W"))
-    p.add_argument("--window-mlo", nargs=2, type=int, default=(2974, 1748), metavar=("H", "W"))
+    p.add_argument("--window-cc", nargs=2, type=int, default=(2677, 1942), metavar=("H", "W"), help="CC window cut around the breast, px (default 2677 1942, the paper's)")
+    p.add_argument("--window-mlo", nargs=2, type=int, default=(2974, 1748), metavar=("H", "W"), help="MLO window cut around the breast, px (default 2974 1748, the paper's)")
     p.add_argument("--margin", type=int, default=100, metavar="PX",
                    help="augmentation margin added on every side of the window (default 100)")
     p.add_argument("--crop-margin", type=int, default=20, metavar="PX",
@@ -61,7 +61,7 @@ def register(sub) -> None:
                    help="window one-view breasts (the absent view's path stays empty)")
     p.add_argument("--voi-lut", action="store_true", help="apply the DICOM VOI LUT / window when reading")
     p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 

@@ -14,7 +14,7 @@ def register(sub) -> None:
                         "2677x1942 CC / 2974x1748 MLO, or --size-mlo)")
     p.add_argument("--size-mlo", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="MLO size when it differs from --size (which then sets CC only)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the cohort (same seed, same cohort, whatever the workers; default 0)")
     p.add_argument("--out", required=True, help="output folder (exams.csv, images/, heatmaps/, oracle.json)")
     p.add_argument("--no-heatmaps", action="store_true", help="skip the benign/malignant heatmap channels")
     p.add_argument("--preview", action="store_true", help="also write OUT/preview.png (a montage)")

@@ -10,8 +10,8 @@ def register(sub) -> None:
     p.add_argument("--preset", default="default", help="named preset(s), comma-separated (see `mvmammo config`)")
     p.set_defaults(func=run)
     c = sub.add_parser("config", help="print the resolved config of a preset + overrides")
-    c.add_argument("overrides", nargs="*")
-    c.add_argument("--preset", default="default")
+    c.add_argument("overrides", nargs="*", help="config overrides section.field=value, e.g. optim.lr=1e-4")
+    c.add_argument("--preset", default="default", help="named preset(s), comma-separated (default: the defaults)")
     c.set_defaults(func=show)
 
 

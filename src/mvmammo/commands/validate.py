@@ -11,7 +11,7 @@ def register(sub) -> None:
                        description="Check an exam table against the contract (see docs/data.md). Problems are "
                                    "printed one per line naming the row and column (the first --max-lines of "
                                    "each kind; all are counted); exit 0 when valid, 1 when not.")
-    p.add_argument("table")
+    p.add_argument("table", help="exam table to check (CSV or Parquet)")
     p.add_argument("--no-files", action="store_true", help="do not check that image files exist")
     p.add_argument("--no-labels", action="store_true",
                    help="a table to predict on: benign/malignant may be absent or empty (unknown)")

@@ -14,13 +14,13 @@ def register(sub) -> None:
                                  "the DenseNet-121 patch model) into a run folder: predict / pretraining read a "
                                  "ResNet run, `mvmammo heatmaps --patch-model` reads a patch run. Nothing is "
                                  "downloaded; the file is read as plain tensors.")
-    n.add_argument("file")
+    n.add_argument("file", help="NYU's released weights file (a PyTorch state dict; loaded weights-only)")
     n.add_argument("--out", required=True, help="run folder to create")
     n.add_argument("--family", default="joint", choices=("uni_cc", "uni_mlo", "joint", "shared", "split"),
                    help="our model family for a ResNet-22 file (default joint)")
     n.add_argument("--side", default="L", choices=("L", "R"),
                    help="image-wise files hold per-side FC/output layers: which side's to take (default L)")
-    n.add_argument("--overwrite", action="store_true")
+    n.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint in the run folder")
     n.set_defaults(func=run_import)
 
 
