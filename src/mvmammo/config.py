@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -269,10 +268,9 @@ def from_dict(d: dict) -> Config:
 
 def save(cfg: Config, path: str | Path) -> None:
     """Write config.json atomically (a temp file in the same folder, then os.replace)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(to_dict(cfg), indent=2) + "\n")
-    os.replace(tmp, path)
+    from mvmammo.atomic import write_text
+
+    write_text(path, json.dumps(to_dict(cfg), indent=2) + "\n")
 
 
 def load(path: str | Path) -> Config:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
+
+from mvmammo.atomic import write_text
 from typing import Any
 
 
@@ -66,8 +67,5 @@ def truncate(path: str | Path, keep_before_epoch: int) -> int:
         return 0
     recs, bad = read(path)
     kept = [r for r in recs if (r.get("epoch") or 0) < keep_before_epoch]
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w") as f:
-        f.write("".join(dumps(r) + "\n" for r in kept))
-    os.replace(tmp, path)
+    write_text(path, "".join(dumps(r) + "\n" for r in kept))
     return bad

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mvmammo.atomic import replace_atomic  # noqa: F401 (cache writers call it from here)
 from mvmammo.errors import MvError
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -122,20 +123,6 @@ def pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         if n <= 0:
             raise OSError(errno.EIO, "short write")
         view, offset = view[n:], offset + n
-
-
-def replace_atomic(path: Path, write) -> None:
-    """write(file object) into path.tmp, fsync, then os.replace onto path; the tmp never outlives a failure."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def save_npy(path: Path, arr: np.ndarray) -> None:

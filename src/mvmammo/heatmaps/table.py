@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mvmammo.atomic import write_text
 from mvmammo.data import exams, images
 from mvmammo.errors import MvError
 from mvmammo.heatmaps.infer import image_heatmaps, load_patch_model
@@ -63,9 +64,7 @@ def _settings(out: Path, info: dict, patch: int, stride: int, overwrite: bool) -
             raise MvError(f"{out}: holds heatmaps made with other settings ({', '.join(diff)} differ); use another "
                           "--out, or --overwrite to redo them")
     out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(".heatmaps.json.tmp")
-    tmp.write_text(json.dumps(settings, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(settings, indent=2) + "\n")
     return settings
 
 

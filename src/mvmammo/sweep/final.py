@@ -7,18 +7,12 @@ Writes SWEEP/trials.json (one line per slot, read by the figures), best.json, te
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from mvmammo.errors import MvError
+from mvmammo.atomic import write_text
 from mvmammo.sweep import study as st
 from mvmammo.sweep.worker import best_val_auc, run_dir, train_run, trial_config
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def trials_summary(spec: st.SweepSpec, study) -> list[dict]:
@@ -32,7 +26,7 @@ def trials_summary(spec: st.SweepSpec, study) -> list[dict]:
                     "params": dict(t.params), "attempts": attempts,
                     "runs": [str(run_dir(spec.out, slot, s).relative_to(spec.out)) for s in spec.trial_seeds],
                     "fail_reason": t.system_attrs.get(st.FAIL_REASON)})
-    _write_atomic(Path(spec.out) / "trials.json", json.dumps({"experiment": spec.experiment, "preset": spec.preset,
+    write_text(Path(spec.out) / "trials.json", json.dumps({"experiment": spec.experiment, "preset": spec.preset,
                                                               "overrides": spec.overrides, "trials": out},
                                                              indent=2) + "\n")
     return out
@@ -60,8 +54,8 @@ def finish(spec: st.SweepSpec, study, progress: bool = False, n_boot: int = 1000
     df["row"] = f"{spec.experiment} (slot {best['slot']})"
     text = format_table(df)
     out_dir = Path(spec.out)
-    _write_atomic(out_dir / "test_table.txt", text + "\n")
-    _write_atomic(out_dir / "test_table.csv", df.to_csv(index=False))
+    write_text(out_dir / "test_table.txt", text + "\n")
+    write_text(out_dir / "test_table.csv", df.to_csv(index=False))
     seed_val = {str(s): best_val_auc(r) for s, r in zip(spec.final_seeds, runs)}
     result = {"experiment": spec.experiment, "slot": best["slot"], "trial": best["trial"], "params": best["params"],
               "value": best["value"], "trial_seeds": spec.trial_seeds, "final_seeds": spec.final_seeds,
@@ -71,5 +65,5 @@ def finish(spec: st.SweepSpec, study, progress: bool = False, n_boot: int = 1000
               "test_malignant_mean": float(df["malignant_mean"].iloc[0]),
               "test_malignant_std": float(df["malignant_std"].iloc[0]),
               "test_malignant_ensemble": float(df["malignant_ens"].iloc[0])}
-    _write_atomic(out_dir / "best.json", json.dumps(result, indent=2) + "\n")
+    write_text(out_dir / "best.json", json.dumps(result, indent=2) + "\n")
     return result

@@ -9,13 +9,13 @@ Optuna's RetryHeartbeatStaleTrialCallback; the slot names the run folder, so the
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from mvmammo.atomic import write_text
 from mvmammo.errors import MvError, UsageError
 
 SPEC_NAME = "sweep.json"
@@ -44,9 +44,7 @@ class SweepSpec:
 
 def save_spec(spec: SweepSpec) -> Path:
     path = Path(spec.out) / SPEC_NAME
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(asdict(spec), indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(asdict(spec), indent=2) + "\n")
     return path
 
 

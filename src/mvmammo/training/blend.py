@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
+from mvmammo.atomic import write_text
 from mvmammo.config import Config, RegularizerConfig
 
 ROLES = ("cc", "mlo", "joint")
@@ -155,12 +155,6 @@ def blend_weights(curves: dict, metric: str = "loss", window: tuple[int, int] = 
     return {r: t["weight"] for r, t in estimate_terms(curves, metric, window, estimate, min_do2).items()}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def swap_views(w: dict[str, float]) -> dict[str, float]:
     return {"cc": w["mlo"], "mlo": w["cc"], "joint": w["joint"]}
 
@@ -221,7 +215,7 @@ def estimate(cfg: Config, folder: str | Path, filename: str = "blend_weights.jso
         "runs": {role: c.run.out for role, c in cfgs.items()},
         "curves": curves,
     }
-    _write_atomic(folder / filename, json.dumps(result, indent=2) + "\n")
+    write_text(folder / filename, json.dumps(result, indent=2) + "\n")
     print(format_estimates(result))
     return result
 
@@ -324,7 +318,7 @@ def prepare_blend(model, cfg: Config) -> dict[str, float]:
               "swapped": cfg.reg.blend_swap_views, "weights": w}
     run_dir = Path(cfg.run.out)
     if run_dir.is_dir():
-        _write_atomic(run_dir / "blend_weights.json", json.dumps(record, indent=2) + "\n")
+        write_text(run_dir / "blend_weights.json", json.dumps(record, indent=2) + "\n")
     if cfg.run.progress:
         print(f"gradient blending weights: w_cc {w['cc']:.3f}, w_mlo {w['mlo']:.3f}, w_joint {w['joint']:.3f}")
     return w
