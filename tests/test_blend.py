@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from mvmammo.cli import main
 from mvmammo.config import RegularizerConfig, resolve
-from mvmammo.training.blend import averaged_terms, blend_terms, blend_weights, swap_views, weights_for
+from mvmammo.training.methods.blend import averaged_terms, blend_terms, blend_weights, swap_views, weights_for
 from mvmammo.training.holdout import split_holdout
 from mvmammo.training.loop import train
 from mvmammo.training.tasks import get_task
@@ -178,7 +178,7 @@ def test_end_to_end_estimate_then_blended_run(tiny_cohort, tmp_path, capsys):
 
 
 def test_end_to_end_validation_estimate(tiny_cohort, tmp_path):
-    from mvmammo.training.blend import estimate
+    from mvmammo.experiments.blend_estimate import estimate
 
     common = tiny_overrides(tiny_cohort, tmp_path / "unused", **{
         "model.aux_heads": "true", "reg.blend_epochs": "(0, 2)", "reg.blend_estimate": "validation",

@@ -16,7 +16,7 @@ from mvmammo.config import resolve
 from mvmammo.models.registry import build_model
 from mvmammo.training import distributed
 from mvmammo.training.loop import train
-from mvmammo.training.pretrain import apply_finetune, is_frozen_batchnorm
+from mvmammo.training.methods.pretrain import apply_finetune, is_frozen_batchnorm
 from mvmammo.training.checkpoint import load as ckpt_load
 
 WORKER = """

@@ -98,7 +98,10 @@ def _run(tmp_path, table, name, **extra):
     from mvmammo.training.loop import train
 
     over = {"optim.epochs": 1, "run.max_steps": 3, "optim.batch_size": 4, **extra}
-    return train(resolve("default", tiny_overrides(table, tmp_path / name, **over)))
+    from mvmammo.analysis.hooks import hooks_for
+
+    cfg = resolve("default", tiny_overrides(table, tmp_path / name, **over))
+    return train(cfg, hooks=hooks_for(cfg))
 
 
 def test_lca_hook_reports_groups_and_leaves_training_untouched(tiny_cohort, tmp_path):

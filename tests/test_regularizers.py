@@ -9,10 +9,10 @@ import torch
 from mvmammo.config import ModelConfig, RegularizerConfig, resolve
 from mvmammo.models import build_model, parameter_group
 from mvmammo.models.multiview import JointResNet
-from mvmammo.training import regularizers
+from mvmammo.training.methods import moddrop as regularizers
 from mvmammo.training.loop import train
 from mvmammo.training.optim import build_optimizer, group_of
-from mvmammo.training.pretrain import PretrainError, apply_finetune, load_pretrained
+from mvmammo.training.methods.pretrain import PretrainError, apply_finetune, load_pretrained
 from mvmammo.training.tasks import bce_pair
 
 from conftest import tiny_overrides

@@ -64,19 +64,19 @@ def experiment(tiny_cohort, tmp_path_factory):
 
     from mvmammo.config import resolve
     from mvmammo.evaluation.evaluate import evaluate_run
-    from mvmammo.report.tensorboard import TensorBoardHook
+    from mvmammo.analysis.hooks import hooks_for
     from mvmammo.training.loop import train
 
     root = tmp_path_factory.mktemp("report")
     old = _threads_one()
     lca = {"run.lca": "true", "run.lca_every": 6, "run.lca_subsample": 8, "model.family": "joint"}
     try:
-        for folder, seed, extra, hooks in (("exp", 0, {**lca, "run.tensorboard": "true"}, [TensorBoardHook()]),
-                                           ("exp", 1, {"model.family": "joint"}, []),
-                                           ("ref", 0, lca, [])):
+        for folder, seed, extra in (("exp", 0, {**lca, "run.tensorboard": "true"}),
+                                    ("exp", 1, {"model.family": "joint"}),
+                                    ("ref", 0, lca)):
             cfg = resolve("default", tiny_overrides(tiny_cohort, root / folder / f"joint-s{seed}",
                                                     **{"run.seed": seed, **extra}))
-            train(cfg, hooks=hooks)
+            train(cfg, hooks=hooks_for(cfg))
             if folder == "exp":
                 evaluate_run(root / folder / f"joint-s{seed}", split="test", n_boot=50)
     finally:
@@ -302,15 +302,15 @@ def test_tensorboard_after_resume_holds_each_step_once(tiny_cohort, tmp_path):
 
     from mvmammo import runlog
     from mvmammo.config import resolve
-    from mvmammo.report.tensorboard import TensorBoardHook
+    from mvmammo.analysis.hooks import hooks_for
     from mvmammo.training.loop import train
 
     old = _threads_one()
     try:
         for epochs in (1, 2):  # the second call resumes after epoch 1
-            train(resolve("default", tiny_overrides(tiny_cohort, tmp_path / "r", **{"optim.epochs": epochs,
-                                                                                     "run.tensorboard": "true"})),
-                  hooks=[TensorBoardHook()])
+            cfg = resolve("default", tiny_overrides(tiny_cohort, tmp_path / "r", **{"optim.epochs": epochs,
+                                                                                    "run.tensorboard": "true"}))
+            train(cfg, hooks=hooks_for(cfg))
     finally:
         torch.set_num_threads(old)
     assert len(list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))) == 2

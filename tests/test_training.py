@@ -79,7 +79,10 @@ def test_changed_config_refuses_to_resume(tiny_cohort, tmp_path):
 
 
 def test_checkpoints_and_metrics(tiny_cohort, tmp_path):
-    run = train(resolve("default", tiny_overrides(tiny_cohort, tmp_path / "m", **{"model.family": "split"})))
+    from mvmammo.analysis.hooks import hooks_for
+
+    cfg = resolve("default", tiny_overrides(tiny_cohort, tmp_path / "m", **{"model.family": "split"}))
+    run = train(cfg, hooks=hooks_for(cfg))  # gradient norms are an analysis hook the caller hands in
     for name in ("config.json", "git_revision.txt", "metrics.jsonl", "best.pt", "last.pt", "DONE"):
         assert (run / name).exists(), name
     epochs, steps = _epochs(run)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mvmammo.errors import UsageError
+from mvmammo.method_config import FUSION_GATES, MethodsConfig
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,9 @@ class ModelConfig:
     fc_dim: int = 512
     input_noise_std: float = 0.01  # N(0, std^2) added to inputs in training (reference code)
     aux_heads: bool = False  # per-view FC + output heads (gradient blending)
+    # How the two per-view logits are combined at inference: none (the family's own fusion) | entropy (MLA's
+    # entropy gates) | energy (QMF's confidence weights) | auto (the method's: method_config.FUSION_GATES).
+    fusion_gate: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,9 @@ class RegularizerConfig:
     # A missing file is estimated on first use (three short runs next to it; see training/blend.py).
     blend_weights_file: str = ""
     blend_swap_views: bool = False  # swap the cc and mlo weights (the paper's Table 5 ablation)
+    # One of the later view-balancing methods (training/methods/, docs/balance.md), with its parameters in
+    # the section methods.<name>; "none" = only the paper's regularizers above.
+    method: str = "none"
 
 
 @dataclass(frozen=True)
@@ -146,6 +153,14 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     reg: RegularizerConfig = field(default_factory=RegularizerConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    methods: MethodsConfig = field(default_factory=MethodsConfig)
+
+    def __post_init__(self):
+        # model.fusion_gate=auto becomes the method's gate here, so config.json (and every model rebuilt from
+        # it by evaluate or predict) says which inference rule the weights were trained for.
+        if self.model.fusion_gate == "auto":
+            gate = FUSION_GATES.get(self.reg.method, "none")
+            object.__setattr__(self, "model", replace(self.model, fusion_gate=gate))
 
 
 # The paper's full-resolution setting (GPU): windows, column width, minibatch 4, 100 epochs (SPEC section 5).
@@ -209,25 +224,50 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def override(cfg: Config, assignments: list[str] | tuple[str, ...]) -> Config:
-    """Apply ``section.field=value`` assignments; unknown keys are errors naming the valid ones."""
+    """Apply ``section.field=value`` (or ``section.sub.field=value`` for nested sections such as
+    ``methods.ogm_ge.alpha=0.5``) assignments; unknown keys are errors naming the valid ones."""
     for item in assignments:
         if "=" not in item:
             raise ConfigError(f"{item!r}: overrides look like section.field=value")
         key, value = item.split("=", 1)
         parts = key.strip().split(".")
-        if len(parts) != 2:
+        if len(parts) < 2:
             raise ConfigError(f"{key!r}: overrides look like section.field=value (e.g. optim.lr=1e-4)")
-        section, name = parts
-        sections = {f.name for f in fields(Config)}
-        if section not in sections:
-            raise ConfigError(f"{key!r}: unknown section {section!r}; one of {sorted(sections)}")
-        sub = getattr(cfg, section)
-        types = _field_types(type(sub))
-        if name not in types:
-            raise ConfigError(f"{key!r}: unknown field {name!r}; {section} has {sorted(types)}")
-        new_sub = replace(sub, **{name: _coerce(value, types[name], key)})
-        cfg = replace(cfg, **{section: new_sub})
+        before = cfg.reg.method
+        cfg = _set(cfg, parts, value, key.strip(), "")
+        if cfg.reg.method != before and cfg.model.fusion_gate == FUSION_GATES.get(before, "none"):
+            # A new method brings its own inference rule, unless a gate other than the old method's was chosen
+            # (set model.fusion_gate after reg.method to choose one).
+            cfg = replace(cfg, model=replace(cfg.model, fusion_gate=FUSION_GATES.get(cfg.reg.method, "none")))
     return cfg
+
+
+def _set(node: Any, parts: list[str], value: str, key: str, where: str) -> Any:
+    """A copy of dataclass ``node`` with the field path ``parts`` set from the string ``value``."""
+    name = parts[0]
+    types = _field_types(type(node))
+    if name not in types:
+        what = f"unknown section {name!r}" if not where else f"unknown field {name!r}; {where} has"
+        raise ConfigError(f"{key!r}: {what} {sorted(types) if where else '; one of ' + str(sorted(types))}")
+    typ = types[name]
+    path = f"{where}.{name}" if where else name
+    if len(parts) == 1:
+        if is_dataclass(typ):
+            raise ConfigError(f"{key!r}: {path} is a section; set one of its fields ({path}.FIELD=value)")
+        return replace(node, **{name: _coerce(value, typ, key)})
+    if not is_dataclass(typ):
+        raise ConfigError(f"{key!r}: {path} is a field, not a section")
+    return replace(node, **{name: _set(getattr(node, name), parts[1:], value, key, path)})
+
+
+def flat_items(cfg: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted key, value) for every leaf field, e.g. ("optim.lr", 1e-4), ("methods.ogm_ge.alpha", 0.3)."""
+    out = []
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        key = f"{prefix}{f.name}"
+        out.extend(flat_items(v, key + ".") if is_dataclass(v) else [(key, v)])
+    return out
 
 
 def resolve(preset: str = "default", overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -36,7 +36,9 @@ def _lca_run(exp, out: Path, quick: bool, seed: int) -> Path:
     if not (run_dir / "DONE").exists():
         print(f"training {run_dir.name}: Joint with LCA every {LCA_EVERY} steps on {subsample} breasts, "
               f"{steps} steps", flush=True)
-        train(replace(cfg, run=replace(cfg.run, progress=False)))
+        from mvmammo.analysis.hooks import hooks_for
+
+        train(replace(cfg, run=replace(cfg.run, progress=False)), hooks=hooks_for(cfg))
     return run_dir
 
 

@@ -83,9 +83,7 @@ class LCAHook:
 
     # --- setup ---------------------------------------------------------------------------------
     def on_train_start(self, ctx) -> None:
-        from mvmammo.training.tasks import get_task, task_name
-
-        self.task = get_task(task_name(self.cfg))
+        self.task = ctx.task  # the config's plain task loss, handed over by the loop
         self.maker = ctx.maker
         self.params = [(n, p) for n, p in ctx.model.named_parameters() if p.requires_grad]
         sizes = [p.numel() for _, p in self.params]

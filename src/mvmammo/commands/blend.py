@@ -24,7 +24,7 @@ def run_estimate(args) -> int:
     from pathlib import Path
 
     from mvmammo.config import ConfigError, resolve
-    from mvmammo.training.blend import estimate
+    from mvmammo.experiments.blend_estimate import estimate
 
     try:
         cfg = resolve(args.preset, args.overrides)
@@ -45,7 +45,7 @@ def run_estimate(args) -> int:
 
 
 def run_table(args) -> int:
-    from mvmammo.training.blend import weights_table
+    from mvmammo.experiments.blend_estimate import weights_table
 
     try:
         print(weights_table(args.paths))

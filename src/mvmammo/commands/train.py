@@ -33,9 +33,11 @@ def run(args) -> int:
     from mvmammo.training.loop import train
 
     check(cfg)  # exit 2 naming every bad key, before a run folder exists
-    from mvmammo.report.tensorboard import hooks_for
+    from mvmammo.analysis.hooks import hooks_for
+    from mvmammo.experiments.blend_estimate import ensure_weights
 
     hooks = hooks_for(cfg)  # run.tensorboard: fails here, before training, when tensorboard is missing
+    ensure_weights(cfg)  # reg.blend=offline with a weights file still to estimate
     run_dir = train(cfg, hooks=hooks)  # failures reach mvmammo.cli as one `error:` line
     print(f"run folder: {run_dir}")
     return 0

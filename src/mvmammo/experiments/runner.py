@@ -52,7 +52,7 @@ def _execute(kind: str, cfg_dict: dict, progress: bool, threads: int) -> str:
     cfg = config_mod.from_dict(cfg_dict)
     run_dir = Path(cfg.run.out)
     if kind == "estimate":
-        from mvmammo.training.blend import estimate
+        from mvmammo.experiments.blend_estimate import estimate
 
         weights = Path(cfg.reg.blend_weights_file)
         if not weights.exists():
@@ -62,8 +62,10 @@ def _execute(kind: str, cfg_dict: dict, progress: bool, threads: int) -> str:
     from mvmammo.training.loop import train
 
     if not (run_dir / "DONE").exists():
-        from mvmammo.report.tensorboard import hooks_for
+        from mvmammo.analysis.hooks import hooks_for
+        from mvmammo.experiments.blend_estimate import ensure_weights
 
+        ensure_weights(cfg)
         train(replace(cfg, run=replace(cfg.run, progress=progress)), hooks=hooks_for(cfg))
     if kind == "train":
         return f"{run_dir.name}: trained"

@@ -10,6 +10,9 @@ Every family is a :class:`MultiViewModel` and shares one interface (analyses and
     features *as fused* (after the mask), so ``fuse(out["h_cc"], out["h_mlo"])`` reproduces the logits.
     With ``aux_heads`` it also returns ``aux_logits_cc``/``aux_logits_mlo`` from the (unmasked) pooled
     features. Keys of a view the model does not read are absent, not None.
+  - ``view_logits(out) -> (u_cc, u_mlo)``: each view's stand-alone logits (the head applied to that view
+    alone); with ``model.fusion_gate`` entropy or energy, ``logits`` in eval mode is the gated combination of
+    these (models/gates.py; MLA's and QMF's inference rules) and ``logits_sum`` the family's own fusion.
 
 Input noise (training mode only) is added to each view's input inside ``encode``.
 """
@@ -20,6 +23,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .backbones import build_backbone
+from .gates import gated_logits
 from .heads import N_OUTPUTS, AuxHead, GaussianNoise, ViewFC, global_avg_pool, mean_probability_logit, sum_fusion
 from .registry import register_model
 
@@ -84,7 +88,18 @@ class MultiViewModel(nn.Module):
         if self.aux_heads:
             for v in self.views:
                 out[f"aux_logits_{v}"] = getattr(self, f"aux_{v}")(enc[f"pooled_{v}"])  # (B, 2)
+        gate = getattr(self.cfg, "fusion_gate", "none")
+        if gate not in ("none", "auto") and not self.training and len(self.views) == 2:
+            out["logits_sum"] = out["logits"]
+            out["logits"] = gated_logits(gate, *self.view_logits(out))
         return out
+
+    def view_logits(self, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(u_cc, u_mlo), each (B, 2): the logits of each view alone. Sum fusion splits the bias in half
+        between logits_cc and logits_mlo; a view alone gets the whole bias, W h_v + b."""
+        bias = self.shared["head"].bias
+        half = bias / 2 if bias is not None else 0.0
+        return out["logits_cc"] + half, out["logits_mlo"] + half
 
 
 def _view_part(column: nn.Module | None, fc_in: int, fc_dim: int, head: bool) -> nn.ModuleDict:
@@ -195,3 +210,6 @@ class SplitResNet(MultiViewModel):
         logits_mlo = self.mlo["head"](h_mlo)  # (B, 2)
         return {"logits": mean_probability_logit(logits_cc, logits_mlo),
                 "logits_cc": logits_cc, "logits_mlo": logits_mlo}
+
+    def view_logits(self, out: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        return out["logits_cc"], out["logits_mlo"]  # each view's own head

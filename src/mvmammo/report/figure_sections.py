@@ -95,7 +95,7 @@ def _blend_files(runs: list[Path], folders: list[Path]) -> list[Path]:
 
 
 def blending_section(runs: list[Path], folders: list[Path]) -> Section:
-    from mvmammo.training.blend import weights_table
+    from mvmammo.experiments.blend_estimate import weights_table
 
     sec = Section("blending", "Gradient-blending weights",
                   empty="no blended run (reg.blend) and no offline estimate (blend_weights.json)")

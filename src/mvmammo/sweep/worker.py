@@ -18,7 +18,7 @@ from pathlib import Path
 
 from mvmammo import runlog
 from mvmammo.errors import MvError, one_line
-from mvmammo.report.tensorboard import hooks_for
+from mvmammo.analysis.hooks import hooks_for
 from mvmammo.sweep import spaces
 from mvmammo.sweep import study as st
 
@@ -56,14 +56,16 @@ def train_run(spec: st.SweepSpec, cfg) -> None:
 
     if spec.torchrun_gpus > 1:
         cmd = ["torchrun", "--standalone", f"--nproc_per_node={spec.torchrun_gpus}", "-m", "mvmammo", "train"]
-        cmd += [f"{sec}.{k}={_fmt(v)}" for sec, d in config_mod.to_dict(cfg).items() for k, v in d.items()]
+        cmd += [f"{key}={_fmt(v)}" for key, v in config_mod.flat_items(cfg)]
         subprocess.run(cmd, check=True)
         return
+    from mvmammo.experiments.blend_estimate import ensure_weights
     from mvmammo.runlock import RunLocked
     from mvmammo.training.loop import train
 
     while True:
         try:
+            ensure_weights(cfg)
             train(cfg, hooks=hooks_for(cfg))
             return
         except RunLocked:

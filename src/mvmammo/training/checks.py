@@ -20,6 +20,7 @@ CHOICES = {
     ("reg", "finetune"): ("all", "head"),
     ("reg", "blend"): ("none", "fixed", "offline"),
     ("reg", "blend_metric"): ("loss", "auc"),
+    ("model", "fusion_gate"): ("none", "entropy", "energy"),
 }
 
 
@@ -66,6 +67,11 @@ def problems(cfg: Config) -> list[str]:
 
         need(torch.cuda.is_available(), f"run.device={r.device}: this machine has no CUDA GPU visible to PyTorch; "
                                         "use run.device=cpu (or auto)")
+    from mvmammo.training.methods import method_problems
+
+    out.extend(method_problems(cfg))
+    need(m.fusion_gate == "none" or not m.family.startswith("uni_"),
+         f"model.fusion_gate={m.fusion_gate}: a gate combines two views; family {m.family} reads one")
     for (section, name), allowed in CHOICES.items():
         if hasattr(getattr(cfg, section), name):
             v = getattr(getattr(cfg, section), name)

@@ -67,7 +67,7 @@ class HoldoutEval:
         self.init: dict = {}
 
     def _measure(self, ctx) -> dict:
-        from mvmammo.training.loop import evaluate_rows  # lazy: the loop imports this module's users
+        from mvmammo.training.validation import evaluate_rows
 
         t_rows, v_rows = cache_split(ctx.maker.cache, ctx.cfg.data)
         out = {}
@@ -89,3 +89,19 @@ class HoldoutEval:
         if ctx.epoch == 0:
             out.update(self.init)
         return out
+
+
+def training_rows(cache, rows: np.ndarray, cfg) -> np.ndarray:
+    """The rows the loop trains on: the training split minus the held-out V, if data.holdout_fraction > 0."""
+    if cfg.data.holdout_fraction <= 0:
+        return rows
+    t_rows, v_rows = cache_split(cache, cfg.data)
+    if cfg.run.progress:
+        print(f"holding out {len(v_rows)} of {len(t_rows) + len(v_rows)} training breasts as V "
+              f"(data.holdout_fraction={cfg.data.holdout_fraction}); training on the other {len(t_rows)}")
+    return t_rows
+
+
+def hooks(cfg) -> list:
+    """Losses and AUCs on the held-out V every epoch, when there is one."""
+    return [HoldoutEval()] if cfg.data.holdout_fraction > 0 else []

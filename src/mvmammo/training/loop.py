@@ -5,9 +5,12 @@ on augmented batches, validation AUC (malignant, benign) on the centre window, b
 malignant AUC, last.pt for exact resume. All randomness of an epoch is seeded from (seed, epoch), so a run
 killed at any point and started again with the same command reproduces the uninterrupted run.
 
+What a method (training/methods/: the paper's regularizers, reg.method) may change is its view mask, loss,
+backward pass, model preparation, training rows and hooks; the loop itself stays the same for all of them.
 Hooks are objects with any of: ``on_train_start(ctx)``, ``after_backward(ctx) -> dict``,
 ``after_step(ctx) -> dict``, ``on_epoch_end(ctx) -> dict``, ``on_train_end(ctx)``. Returned dicts are
-merged into the step or epoch line of metrics.jsonl.
+merged into the step or epoch line of metrics.jsonl. Analysis hooks (gradient norms, LCA, TensorBoard) are
+handed in by the caller (analysis/hooks.py), so training imports nothing from analysis.
 """
 from __future__ import annotations
 
@@ -28,18 +31,18 @@ from mvmammo import runlog
 from mvmammo.config import Config
 from mvmammo.errors import MvError
 from mvmammo.data.sampler import batches, epoch_rows
-from mvmammo.evaluation.metrics import auc
-from mvmammo.evaluation.predict import predict_rows
 from mvmammo.models.registry import build_model
 from mvmammo.runlock import hold_run
 from mvmammo.training import checkpoint as ckpt
 from mvmammo.training import distributed
 from mvmammo.training.checks import check as check_config
-from mvmammo.training import regularizers
+from mvmammo.training import holdout
+from mvmammo.training.methods import build_methods
 from mvmammo.training.accel import compile_or_eager
 from mvmammo.training.inputs import BatchMaker, maker_for, prepare_cache
 from mvmammo.training.optim import build_optimizer, current_lrs
 from mvmammo.training.tasks import get_task, task_name
+from mvmammo.training.validation import auc_or_nan, evaluate_rows
 
 
 # A step loss this many times the first epoch's level is a divergence even when finite (optim.lr=1e6 reaches
@@ -72,6 +75,8 @@ class Context:
     batch: dict | None = None
     out: dict | None = None
     losses: dict | None = None
+    task: Any = None  # the config's plain task loss, (out, batch, cfg) -> dict (what LCA allocates)
+    view_mask: torch.Tensor | None = None  # this step's (B, 2) mask, None = both views
     extra: dict = field(default_factory=dict)
 
 
@@ -132,22 +137,6 @@ def _to_py(d: dict) -> dict:
     return {k: (float(v) if isinstance(v, (torch.Tensor, np.floating)) else v) for k, v in d.items()}
 
 
-def _auc_or_nan(y: np.ndarray, s: np.ndarray) -> float:
-    return float(auc(y, s)) if 0 < y.sum() < len(y) else float("nan")
-
-
-def evaluate_rows(model, maker: BatchMaker, rows: np.ndarray, cfg: Config) -> dict:
-    """Centre-window AUCs and loss on some rows (validation after every epoch)."""
-    probs = predict_rows(model, maker, rows, tta=0, batch_size=max(cfg.optim.batch_size, 16),
-                         precision=cfg.run.precision)[0]
-    y = maker.cache.labels(rows)
-    eps = 1e-7
-    p = np.clip(probs, eps, 1 - eps)
-    loss = float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(0).sum())
-    return {"auc_benign": _auc_or_nan(y[:, 0], probs[:, 0]), "auc_malignant": _auc_or_nan(y[:, 1], probs[:, 1]),
-            "loss": loss}
-
-
 def train(cfg: Config, hooks: list[Any] | tuple = ()) -> Path:
     """Train (or resume) the run of ``cfg`` into cfg.run.out; returns the run folder.
 
@@ -169,22 +158,24 @@ def _train(cfg: Config, hooks, dist_info, device) -> Path:
     torch.manual_seed(cfg.run.seed)
     maker = maker_for(cfg, cache, device)
     train_rows, val_rows = cache.rows("train"), cache.rows("val")
-    train_rows = regularizers.training_rows(cache, train_rows, cfg)  # minus G-Blend's V (data.holdout_fraction)
+    train_rows = holdout.training_rows(cache, train_rows, cfg)  # minus G-Blend's V (data.holdout_fraction)
+    task = get_task(task_name(cfg))
+    methods = build_methods(cfg, task)
+    train_rows = methods.training_rows(cache, train_rows)
     if len(train_rows) == 0 or len(val_rows) == 0:
         raise MvError(f"{cfg.data.table or 'the synthetic cohort'}: training needs rows with split 'train' and "
                       f"'val' (found {len(train_rows)} train, {len(val_rows)} val); assign a validation split "
                       "by patient in the exam table")
 
     model = build_model(cfg.model, in_channels=cache.spec.channels)
-    regularizers.prepare_model(model, cfg)  # pretrained columns, frozen groups
+    methods.prepare_model(model)  # pretrained columns, frozen groups, blending weights, method state
     model.to(device)
     if cfg.run.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg.optim)
     step_model = compile_or_eager(distributed.wrap(model, dist_info, device, cfg.run.sync_bn), cfg.run.compile)
     save = ckpt.save_atomic if dist_info.main else (lambda obj, path: None)  # rank 0 writes the run folder
-    task = get_task(task_name(cfg))
-    hooks = list(regularizers.hooks(cfg)) + list(hooks)
+    hooks = holdout.hooks(cfg) + methods.hooks() + list(hooks)
 
     start_epoch, step, best = 0, 0, -math.inf
     loss_ref: float | None = None  # the first epoch's mean training loss (divergence reference)
@@ -200,7 +191,7 @@ def _train(cfg: Config, hooks, dist_info, device) -> Path:
     if dist_info.main:
         _truncate_metrics(run_dir / "metrics.jsonl", start_epoch)
 
-    ctx = Context(cfg, run_dir, model, optimizer, maker, train_rows, val_rows, start_epoch, step)
+    ctx = Context(cfg, run_dir, model, optimizer, maker, train_rows, val_rows, start_epoch, step, task=task)
     _call(hooks, "on_train_start", ctx)
     metrics_file = open(run_dir / "metrics.jsonl", "a") if dist_info.main else open(os.devnull, "w")
     try:
@@ -217,7 +208,8 @@ def _train(cfg: Config, hooks, dist_info, device) -> Path:
             bar = _bar(chunks, cfg.run.progress, f"{run_dir.name} epoch {epoch + 1}/{cfg.optim.epochs}")
             for _, batch in zip(bar, maker.batches(chunks, train=True, generator=gen, shard=dist_info.shard)):
                 rows = batch["rows"]  # this rank's rows of the global batch
-                view_mask, sample_weight = regularizers.view_mask(cfg.reg, len(rows), gen, device)
+                ctx.step, ctx.batch = step, batch
+                view_mask, sample_weight = methods.view_mask(ctx, len(rows), gen, device)
                 present = batch.get("present")  # (B, 2) [cc, mlo]: breasts with one view (data.missing_view=mask)
                 if present is not None:
                     view_mask = present if view_mask is None else view_mask * present
@@ -225,13 +217,14 @@ def _train(cfg: Config, hooks, dist_info, device) -> Path:
                     out = step_model(batch["cc"], batch["mlo"], view_mask=view_mask)
                 if sample_weight is not None:
                     out = dict(out, sample_weight=sample_weight)
-                losses = task(out, batch, cfg)
+                ctx.out, ctx.view_mask = out, view_mask
+                losses = methods.loss(out, batch, ctx)
                 loss = losses["loss"]
                 if device.type == "cpu" or step % 50 == 0:
                     _check_finite(loss, run_dir, epoch, step, batch, maker, _limit(loss_ref, step_lines))
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                ctx.step, ctx.batch, ctx.out, ctx.losses = step, batch, out, losses
+                ctx.losses = losses
+                methods.backward(losses, ctx)
                 logged = _call(hooks, "after_backward", ctx)
                 if cfg.optim.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
@@ -256,8 +249,8 @@ def _train(cfg: Config, hooks, dist_info, device) -> Path:
             val = evaluate_rows(model, maker, val_rows, cfg)
             line = {"kind": "epoch", "epoch": epoch, "step": step, "time_s": round(time.time() - t0, 3),
                     "train_loss": float(np.mean([float(ls["loss"]) for _, ls, _ in step_lines])),
-                    "train_auc_malignant": _auc_or_nan(ty[:, 1], tp[:, 1]),
-                    "train_auc_benign": _auc_or_nan(ty[:, 0], tp[:, 0]),
+                    "train_auc_malignant": auc_or_nan(ty[:, 1], tp[:, 1]),
+                    "train_auc_benign": auc_or_nan(ty[:, 0], tp[:, 0]),
                     "val_auc_malignant": val["auc_malignant"], "val_auc_benign": val["auc_benign"],
                     "val_loss": val["loss"], "breasts": int(len(order)),
                     **{f"lr_{k}": v for k, v in current_lrs(optimizer).items()}}

@@ -30,6 +30,7 @@ from torch import nn
 
 from mvmammo.config import Config
 from mvmammo.training import checkpoint as ckpt
+from mvmammo.training.methods.base import Method, register_method
 
 VIEWS = ("cc", "mlo")
 
@@ -161,3 +162,17 @@ def apply_finetune(model: nn.Module, cfg: Config) -> list[str]:
             frozen.append(name)
     freeze_batchnorm(target)
     return frozen
+
+
+@register_method("pretrain")
+class Pretrain(Method):
+    """Columns (and FCs, heads where they match) from uni-view runs; reg.finetune=head trains the heads only."""
+
+    @classmethod
+    def active(cls, cfg: Config) -> bool:
+        return bool(cfg.reg.pretrained_cc or cfg.reg.pretrained_mlo) or cfg.reg.finetune != "all"
+
+    def prepare_model(self, model: nn.Module) -> None:
+        if self.cfg.reg.pretrained_cc or self.cfg.reg.pretrained_mlo:
+            load_pretrained(model, self.cfg)
+        apply_finetune(model, self.cfg)

@@ -1,8 +1,5 @@
-"""Regularizers that act inside the one loop, selected by config: modality dropout (a per-sample view mask
-applied before fusion), model preparation (pretrained columns, freezing, blending weights), the training
-rows (minus gradient blending's held-out V) and the hooks they need. Choices: docs/regularizers.md.
-
-Modality dropout, with defaults:
+"""Modality dropout (the paper's regularizer; docs/regularizers.md): a per-sample view mask applied before
+fusion, switched on by reg.moddrop_cc / reg.moddrop_mlo > 0. With defaults:
   - each view's fc_dim representation h_v is dropped independently per sample with rate q_v =
     reg.moddrop_<view> in [0, 1];
   - reg.moddrop_both: "resample" (default; a sample with both views dropped is redrawn from the
@@ -18,10 +15,10 @@ Modality dropout, with defaults:
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from mvmammo.config import Config, RegularizerConfig
+from mvmammo.training.methods.base import Method, register_method
 
 _KEEP_TABLE = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])  # keep cc only, keep mlo only, keep both
 
@@ -112,48 +109,24 @@ class ModDropRates:
         return out
 
 
-def training_rows(cache, rows: np.ndarray, cfg: Config) -> np.ndarray:
-    """The rows the loop trains on: the training split minus gradient blending's held-out V, if any."""
-    if cfg.data.holdout_fraction <= 0:
-        return rows
-    from mvmammo.training.holdout import cache_split
+@register_method("moddrop")
+class ModDrop(Method):
+    """The loop's view mask from the realised drops, and their per-epoch rates in the epoch line."""
 
-    t_rows, v_rows = cache_split(cache, cfg.data)
-    if cfg.run.progress:
-        print(f"holding out {len(v_rows)} of {len(t_rows) + len(v_rows)} training breasts as V "
-              f"(data.holdout_fraction={cfg.data.holdout_fraction}); training on the other {len(t_rows)}")
-    return t_rows
+    @classmethod
+    def active(cls, cfg: Config) -> bool:
+        return cfg.reg.moddrop_cc > 0 or cfg.reg.moddrop_mlo > 0
 
+    @classmethod
+    def problems(cls, cfg: Config) -> list[str]:
+        try:
+            _check(cfg.reg)
+        except ValueError as exc:
+            return [str(exc)]
+        return []
 
-def prepare_model(model: torch.nn.Module, cfg: Config) -> None:
-    """Pretrained columns and head-only fine-tuning (training/pretrain.py), blending weights (blend.py)."""
-    from mvmammo.training.pretrain import apply_finetune, load_pretrained
+    def hooks(self) -> list:
+        return [ModDropRates()]
 
-    if cfg.reg.pretrained_cc or cfg.reg.pretrained_mlo:
-        load_pretrained(model, cfg)
-    apply_finetune(model, cfg)
-    if cfg.reg.blend != "none":
-        from mvmammo.training.blend import prepare_blend
-
-        prepare_blend(model, cfg)
-
-
-def hooks(cfg: Config) -> list:
-    """Hooks the config asks for: per-group gradient norms, Loss Change Allocation, realised modality
-    dropout rates, losses and AUCs on the held-out V."""
-    out = []
-    if cfg.run.grad_norms:
-        from mvmammo.analysis.grad_norms import GradNormHook
-
-        out.append(GradNormHook())
-    if cfg.run.lca:
-        from mvmammo.analysis.lca import LCAHook
-
-        out.append(LCAHook(cfg))
-    if cfg.reg.moddrop_cc > 0 or cfg.reg.moddrop_mlo > 0:
-        out.append(ModDropRates())
-    if cfg.data.holdout_fraction > 0:
-        from mvmammo.training.holdout import HoldoutEval
-
-        out.append(HoldoutEval())
-    return out
+    def view_mask(self, ctx, n: int, generator: torch.Generator, device: torch.device):
+        return view_mask(self.cfg.reg, n, generator, device)
