@@ -10,8 +10,9 @@
 # ../shared does not travel to the device machine; elsewhere point ANCHOR at ../shared/bench/gpu_anchor.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+PY=${PY:-python3}
+if [ -z "${NO_WHEELS:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -20,7 +21,6 @@ SIZE=${SIZE:-full}; DEVICE=${DEVICE:-cuda}; BREASTS=${BREASTS:-24}
 ANCHOR=${ANCHOR:-.anchor/gpu_anchor.py}
 EAGER=${EAGER:-bf16-cl-eager-b4,bf16-cl-eager-b16-infer,bf16-cl-eager-b16}
 COMPILED=${COMPILED:-bf16-cl-compile-b16,bf16-cl-compile-b16-infer}
-PY=${PY:-python3}
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 $PY -c "import torch; print('torch', torch.__version__, torch.version.cuda)" | tee -a "$OUT/gpu.txt"
 timeout 90 $PY benchmarks/check_precision.py --size "$SIZE" --device "$DEVICE" --out "$OUT" 2>&1 | tee "$OUT/precision.log"

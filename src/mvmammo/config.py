@@ -108,7 +108,7 @@ class RegularizerConfig:
     blend_holdout: float = 0.1
     # reg.blend=offline: the blend_weights.json written by `mvmammo blend-estimate` (its curves give the
     # weights for this run's blend_metric and blend_epochs), or a hand-written {"cc", "mlo", "joint"}.
-    # A missing file is estimated on first use (three short runs next to it; see training/blend.py).
+    # A missing file is estimated on first use (three short runs next to it, by the command that starts the run; see experiments/blend_estimate.py).
     blend_weights_file: str = ""
     blend_swap_views: bool = False  # swap the cc and mlo weights (the paper's Table 5 ablation)
     # One of the later view-balancing methods (training/methods/, docs/balance.md), with its parameters in

@@ -79,9 +79,13 @@ def features(model, maker, rows: np.ndarray, batch_size: int = 64) -> dict[str, 
 
 @torch.no_grad()
 def scores(model, h: dict[str, np.ndarray], device) -> np.ndarray:
-    """Probabilities (N, 2) from given per-view features through model.fuse."""
+    """Probabilities (N, 2) from given per-view features through model.fuse (and the model's inference gate,
+    model.fusion_gate, so a gated model is scored as predict scores it)."""
     t = {k: torch.as_tensor(v, device=device) for k, v in h.items()}
-    return torch.sigmoid(model.fuse(**t)["logits"].float()).cpu().numpy()
+    out = model.fuse(**t)
+    if hasattr(model, "apply_gate"):
+        model.apply_gate(out)
+    return torch.sigmoid(out["logits"].float()).cpu().numpy()
 
 
 def ablated(h: np.ndarray, mode: str, train_mean: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -88,8 +88,16 @@ class MultiViewModel(nn.Module):
         if self.aux_heads:
             for v in self.views:
                 out[f"aux_logits_{v}"] = getattr(self, f"aux_{v}")(enc[f"pooled_{v}"])  # (B, 2)
+        if not self.training:
+            self.apply_gate(out)
+        return out
+
+    def apply_gate(self, out: dict) -> dict:
+        """Inference rule of model.fusion_gate, in place: ``logits`` becomes the gated combination of the two
+        views' stand-alone logits (``logits_sum`` keeps the family's own fusion). Analyses that fuse given
+        features (``fuse`` on ablated h) call this too, so they score what predict scores."""
         gate = getattr(self.cfg, "fusion_gate", "none")
-        if gate not in ("none", "auto") and not self.training and len(self.views) == 2:
+        if gate not in ("none", "auto") and len(self.views) == 2:
             out["logits_sum"] = out["logits"]
             out["logits"] = gated_logits(gate, *self.view_logits(out))
         return out
