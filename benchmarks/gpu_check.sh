@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One device call (at most 8 minutes): precision check (bf16 fast path vs fp32 plain path), end-to-end training
+# One device call (at most 9 minutes; the step timeouts below add up to 535 s): precision check (bf16 fast path vs fp32 plain path), end-to-end training
 # at batch 4 and 16, TTA inference, peak memory, and the anchor (same machine, same call), the heatmap stage
 # (DenseNet-121 patches/s and full-size images/s), the window store (build + windows/s into pinned memory with all
 # cores) and compiled training, everything under $OUT; most important first, each step under its own timeout, so
@@ -16,33 +16,38 @@ if [ -z "${NO_WHEELS:-}" ] && ls .whl/*.whl >/dev/null 2>&1; then
         && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-OUT=${OUT:-./gpu_out}; mkdir -p "$OUT/compiled" "$OUT/fromstore"
+# Everything is written under $WORK; after every step the small result files are packed into
+# $OUT/gpu_results.tgz (the device tool returns at most 8 files, so one archive), the store's shards are not.
+FINAL_OUT=${OUT:-./gpu_out}; WORK=${WORK:-/tmp/gpu_work}; OUT=$WORK
+mkdir -p "$FINAL_OUT" "$OUT/compiled" "$OUT/fromstore"
+pack() { tar czf "$FINAL_OUT/gpu_results.tgz" -C "$WORK" --exclude=storebench/store --exclude='storebench/cohort*' . 2>/dev/null; }
+trap pack EXIT
 SIZE=${SIZE:-full}; DEVICE=${DEVICE:-cuda}; BREASTS=${BREASTS:-24}
 ANCHOR=${ANCHOR:-.anchor/gpu_anchor.py}
 EAGER=${EAGER:-bf16-cl-eager-b4,bf16-cl-eager-b16-infer,bf16-cl-eager-b16}
 COMPILED=${COMPILED:-bf16-cl-compile-b16,bf16-cl-compile-b16-infer}
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 $PY -c "import torch; print('torch', torch.__version__, torch.version.cuda)" | tee -a "$OUT/gpu.txt"
-timeout 90 $PY benchmarks/check_precision.py --size "$SIZE" --device "$DEVICE" --out "$OUT" 2>&1 | tee "$OUT/precision.log"
-ANCHOR_ARGS=(--anchor "$ANCHOR" --anchor-timeout "${ANCHOR_TIMEOUT:-120}" "--anchor-args=${ANCHOR_EXTRA:---no-compile}")
+timeout "${PRECISION_TIMEOUT:-60}" $PY benchmarks/check_precision.py --size "$SIZE" --device "$DEVICE" --out "$OUT" 2>&1 | tee "$OUT/precision.log"; pack
+ANCHOR_ARGS=(--anchor "$ANCHOR" --anchor-timeout "${ANCHOR_TIMEOUT:-100}" "--anchor-args=${ANCHOR_EXTRA:---no-compile}")
 [ -f "$ANCHOR" ] || ANCHOR_ARGS=(--no-anchor)
-timeout "${EAGER_TIMEOUT:-200}" $PY benchmarks/throughput.py --size "$SIZE" --device "$DEVICE" --breasts "$BREASTS" \
-    --configs "$EAGER" --out "$OUT" "${ANCHOR_ARGS[@]}" 2>&1 | tee "$OUT/throughput.log"
+timeout "${EAGER_TIMEOUT:-150}" $PY benchmarks/throughput.py --size "$SIZE" --device "$DEVICE" --breasts "$BREASTS" \
+    --configs "$EAGER" --out "$OUT" "${ANCHOR_ARGS[@]}" 2>&1 | tee "$OUT/throughput.log"; pack
 # The heatmap stage: DenseNet-121 on 256-px patches (bf16, channels-last), and one whole full-size CC image.
 HEAT_ARGS=(--device "$DEVICE" --batch "${HEAT_BATCH:-512}" --seconds "${HEAT_SECONDS:-8}" --tag "$DEVICE" --out "$OUT")
 [ "$DEVICE" = cpu ] && HEAT_ARGS=(--device cpu --batch 4 --seconds 2 --tag dryrun --out "$OUT")
 [ "$DEVICE" = cpu ] || HEAT_ARGS+=(--bf16 --channels-last --full-image)
-timeout "${HEAT_TIMEOUT:-120}" $PY benchmarks/heatmaps_speed.py "${HEAT_ARGS[@]}" 2>&1 | tail -3 | tee "$OUT/heatmaps.log"
+timeout "${HEAT_TIMEOUT:-75}" $PY benchmarks/heatmaps_speed.py "${HEAT_ARGS[@]}" 2>&1 | tail -3 | tee "$OUT/heatmaps.log"; pack
 # The store: N full-size synthetic breasts (paper preset), stored with all cores, read back with 1, 2, all threads.
 STORE_BREASTS=${STORE_BREASTS:-16}
 STORE_ARGS=(); [ "$SIZE" = full ] || STORE_ARGS=(--size small)
-timeout "${STORE_TIMEOUT:-150}" $PY benchmarks/store.py --breasts "$STORE_BREASTS" --out "$OUT/storebench" "${STORE_ARGS[@]}" 2>&1 \
-    | tail -40 | tee "$OUT/store.log"
+timeout "${STORE_TIMEOUT:-90}" $PY benchmarks/store.py --breasts "$STORE_BREASTS" --out "$OUT/storebench" "${STORE_ARGS[@]}" 2>&1 \
+    | tail -40 | tee "$OUT/store.log"; pack
 STORE=(); [ -f "$OUT/storebench/store/index.parquet" ] && STORE=(--store "$OUT/storebench/store")
 AJ=(--no-anchor); [ -f "$OUT/anchor/anchor.json" ] && AJ=(--anchor-json "$OUT/anchor/anchor.json")
 # Training from the store (the loader's end-to-end figure), then compiled: both last, the longest steps.
-timeout "${STORE_TRAIN_TIMEOUT:-90}" $PY benchmarks/throughput.py --size "$SIZE" --device "$DEVICE" --breasts "$BREASTS" \
+timeout "${STORE_TRAIN_TIMEOUT:-50}" $PY benchmarks/throughput.py --size "$SIZE" --device "$DEVICE" --breasts "$BREASTS" \
     --configs "${STORE_CONFIGS:-bf16-cl-eager-b16}" --out "$OUT/fromstore" "${STORE[@]}" "${AJ[@]}" 2>&1 \
-    | tee "$OUT/fromstore/throughput.log"
-timeout "${COMPILED_TIMEOUT:-200}" $PY benchmarks/throughput.py --size "$SIZE" --device "$DEVICE" --breasts "$BREASTS" \
-    --configs "$COMPILED" --out "$OUT/compiled" "${AJ[@]}" 2>&1 | tee "$OUT/compiled/throughput.log"
+    | tee "$OUT/fromstore/throughput.log"; pack
+timeout "${COMPILED_TIMEOUT:-110}" $PY benchmarks/throughput.py --size "$SIZE" --device "$DEVICE" --breasts "$BREASTS" \
+    --configs "$COMPILED" --out "$OUT/compiled" "${AJ[@]}" 2>&1 | tee "$OUT/compiled/throughput.log"; pack

@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         cache = write_cache(a.cache or tmp.name, breasts, a.size)
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "torch": torch.__version__, "size": a.size, "breasts": breasts, "steps": steps, "width": width,
+            "torch": torch.__version__, "size": a.size, "breasts": len(cache.index) if a.store else breasts,
+            "source": f"store {a.store}" if a.store else "memmap cache", "steps": steps, "width": width,
             "cache_write_s": round(time.perf_counter() - t0, 2), "date": time.strftime("%Y-%m-%d")}
     print(json.dumps(info), flush=True)
     results = []
