@@ -45,9 +45,22 @@ def is_store(root: str | Path) -> bool:
         return False
 
 
+_GIL_RELEASED = False
+
+
 def _blosc2():
+    """The codec module, set up for our reader threads: python-blosc2 keeps the GIL during (de)compression
+    unless told otherwise (set_releasegil defaults to False), which serialised every reader thread (measured on
+    an H100 host: 310 windows/s with 1, 2 or 16 threads); each call is also single-threaded (nthreads=1), since the
+    parallelism is one record per reader thread first; blosc2's own threads inside a record only use the cores
+that the records of one fill leave idle (loader.fill). Measured on the H100 host, full-size batches of 16:
+data path 125 -> 262 breasts/s after releasing the GIL."""
+    global _GIL_RELEASED
     import blosc2
 
+    if not _GIL_RELEASED:
+        blosc2.set_releasegil(True)
+        _GIL_RELEASED = True
     return blosc2
 
 
@@ -86,10 +99,10 @@ def compress_heat(heat16: np.ndarray) -> bytes:
                         filters=[b2.Filter.SHUFFLE], nthreads=1)
 
 
-def decompress_into(blob: bytes | memoryview, out: np.ndarray) -> None:
+def decompress_into(blob: bytes | memoryview, out: np.ndarray, nthreads: int = 1) -> None:
     """Decode a record part straight into ``out`` (a C-contiguous array of the right size, e.g. a slice of a
-    pinned batch buffer); blosc2 decodes without holding the GIL, so reader threads run in parallel."""
-    _blosc2().decompress2(blob, dst=out)
+    pinned batch buffer); with the GIL released (see _blosc2), reader threads decode in parallel."""
+    _blosc2().decompress2(blob, dst=out, nthreads=max(1, int(nthreads)))
 
 
 def crc(*parts: bytes) -> int:

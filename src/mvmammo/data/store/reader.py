@@ -78,7 +78,8 @@ class WindowStore(WindowRows):
                                 f"record of row {row} ({view}) cut short")
         return data[:n_img], data[n_img:]
 
-    def read_into(self, row: int, view: str, image_out: np.ndarray, heat_out: np.ndarray | None) -> None:
+    def read_into(self, row: int, view: str, image_out: np.ndarray, heat_out: np.ndarray | None,
+                  nthreads: int = 1) -> None:
         """Decode one row's view: image into ``image_out`` (uint16/int16 (Hp, Wp) view of a buffer), heatmaps into
         ``heat_out`` (float16 (2, h, w)) when given; an absent view is zeros."""
         image, heat = self._record(row, view)
@@ -87,7 +88,7 @@ class WindowStore(WindowRows):
             if heat_out is not None:
                 heat_out[...] = 0
             return
-        fmt.decompress_into(image, image_out)
+        fmt.decompress_into(image, image_out, nthreads)  # nthreads: the codec's threads for this one record
         if heat_out is not None and heat:
             fmt.decompress_into(heat, heat_out)
 
