@@ -6,6 +6,10 @@
 3. learning curves (train / validation AUC per epoch, mean +- std over seeds);
 4. which view the Joint network learns from: gradient norms per column, Loss Change Allocation (a short
    extra Joint run with run.lca on), the view-utilisation table and figures (analysis/demo_step.py).
+5. only with `--heatmaps model` (not in the default demo, which keeps its 15-minute budget): the heatmap chain
+   (experiments/heatmaps.py) into OUT/heatmaps: a patch classifier trained on the synthetic lesions makes real
+   heatmaps, their pixel-level AUC against the true lesion disks, then Joint image-only vs image+heatmaps.
+   The tables above read the cohort's imitation heatmaps either way (`--heatmaps imitation`, the default).
 Everything lands under the output folder; rerunning resumes or skips finished runs.
 """
 from __future__ import annotations
@@ -15,10 +19,12 @@ import time
 from pathlib import Path
 
 from mvmammo import experiments
+from mvmammo.errors import UsageError
 from mvmammo.experiments.report import report_experiment
 from mvmammo.experiments.runner import row_config, run_experiment
 
 DEMO_EXPERIMENTS = ("table1", "table2")
+HEATMAP_CHOICES = ("imitation", "model")  # `demo --heatmaps`: the cohort's drawn maps only, or + the chain step
 
 
 def show_cohort(exp, out: Path, quick: bool) -> Path:
@@ -44,9 +50,8 @@ def show_cohort(exp, out: Path, quick: bool) -> Path:
     return table
 
 
-def demo(out: Path, quick: bool = False, jobs: int | None = None) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
+def main_steps(out: Path, quick: bool, jobs: int | None, t0: float) -> None:
+    """Steps 1-4: the cohort, the tables, learning curves and view utilisation (the default demo)."""
     first = experiments.get(DEMO_EXPERIMENTS[0])
     show_cohort(first, out, quick)
     for name in DEMO_EXPERIMENTS:
@@ -60,7 +65,37 @@ def demo(out: Path, quick: bool = False, jobs: int | None = None) -> None:
     from mvmammo.analysis.demo_step import demo_analyses
 
     demo_analyses(out, quick=quick)
-    from mvmammo.experiments.report import write_html_report
 
-    write_html_report(out, "mvmammo demo: the paper's tables on the synthetic cohort")
+
+def heatmap_step(out: Path, quick: bool, jobs: int | None) -> Path:
+    """Step 5 (`--heatmaps model`): the heatmap chain experiment in its own folder OUT/heatmaps.
+
+    Its own folder, because its rows use the chain's cohort (exams table with model-made heatmaps), not the
+    tables' cohort: in OUT the report would compare them with the wrong cohort's oracle."""
+    exp = experiments.get("heatmaps")
+    sub = out / "heatmaps"
+    print(f"\n== {exp.reproduces}: {len(exp.rows)} rows x {len(exp.quick_seeds if quick else exp.seeds)} "
+          f"seed(s), in {sub} ==", flush=True)
+    runs = run_experiment(exp, sub, quick=quick, jobs=jobs)
+    report_experiment(exp, runs, sub)
+    return sub
+
+
+def demo(out: Path, quick: bool = False, jobs: int | None = None, heatmaps: str = "imitation") -> None:
+    if heatmaps not in HEATMAP_CHOICES:
+        raise UsageError(f"mvmammo demo --heatmaps {heatmaps}: use one of {', '.join(HEATMAP_CHOICES)}")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    main_steps(out, quick, jobs, t0)
+    folders = [out]
+    if heatmaps == "model":
+        folders.append(heatmap_step(out, quick, jobs))
+        print(f"({time.time() - t0:.0f} s so far)")
+    from mvmammo.report.html import write_report
+
+    title = "mvmammo demo: the paper's tables on the synthetic cohort"
+    if heatmaps == "model":
+        title += ", and the heatmap chain"
+    path = write_report(folders, out / "report.html", title=title)
+    print(f"report: {path} (one self-contained page; open it in a browser)")
     print(f"({time.time() - t0:.0f} s in all)")
