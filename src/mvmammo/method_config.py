@@ -63,7 +63,7 @@ class ReconBoostConfig:
     w1: float = 5.0
     w2: float = 1.0
     stage_epochs: int = 4  # epochs per modality stage
-    correct_epochs: int = 4  # epochs of global rectification after each round of stages
+    correct_epochs: int = 4  # epochs of global rectification after each modality stage
     boost_rate: float = 1.0
 
 

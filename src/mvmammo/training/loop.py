@@ -77,6 +77,8 @@ class Context:
     losses: dict | None = None
     task: Any = None  # the config's plain task loss, (out, batch, cfg) -> dict (what LCA allocates)
     view_mask: torch.Tensor | None = None  # this step's (B, 2) mask, None = both views
+    steps_per_epoch: int = 0  # optimizer steps of the current epoch (this rank's, after the global batching)
+    epoch_start_step: int = 0  # the global step count when the current epoch began
     extra: dict = field(default_factory=dict)
 
 
@@ -187,6 +189,7 @@ def _train(cfg: Config, hooks, dist_info, device) -> Path:
         start_epoch, step, best = state["epoch"] + 1, state["step"], state["best"]
         loss_ref = state.get("loss_ref")
         ckpt.set_rng_state(state["rng"])
+        methods.load_state_dict(state.get("methods", {}))  # state methods carry across epochs (absent: fresh)
         print(f"resuming {run_dir} after epoch {state['epoch']} (step {step}, best val AUC {best:.4f})")
     if dist_info.main:
         _truncate_metrics(run_dir / "metrics.jsonl", start_epoch)
@@ -203,6 +206,7 @@ def _train(cfg: Config, hooks, dist_info, device) -> Path:
             order = epoch_rows(train_rows, cache.labels(train_rows), cfg.run.seed, epoch, cfg.data.neg_ratio,
                                cfg.data.sampling, cache.index)
             chunks = distributed.global_batches(batches(order, cfg.optim.batch_size), dist_info, cfg.optim.batch_size)
+            ctx.steps_per_epoch, ctx.epoch_start_step = len(chunks), step
             step_lines, train_probs, train_rows_seen = [], [], []
             model.train()
             bar = _bar(chunks, cfg.run.progress, f"{run_dir.name} epoch {epoch + 1}/{cfg.optim.epochs}")
@@ -266,7 +270,8 @@ def _train(cfg: Config, hooks, dist_info, device) -> Path:
                 save({"model": ckpt.model_state(model), "epoch": epoch, "val_auc_malignant": score},
                      run_dir / "best.pt")
             save({"model": ckpt.model_state(model), "optimizer": optimizer.state_dict(), "epoch": epoch,
-                  "step": step, "best": best, "loss_ref": loss_ref, "rng": ckpt.rng_state()}, last_path)
+                  "step": step, "best": best, "loss_ref": loss_ref, "rng": ckpt.rng_state(),
+                  "methods": methods.state_dict()}, last_path)
             if cfg.run.progress and dist_info.main:
                 print(f"{run_dir.name} epoch {epoch + 1}/{cfg.optim.epochs}: train loss {line['train_loss']:.4f}, "
                       f"val AUC malignant {score:.3f} benign {val['auc_benign']:.3f}"

@@ -57,6 +57,15 @@ class MethodSet:
                 weight = w if weight is None else weight * w
         return mask, weight
 
+    def state_dict(self) -> dict:
+        """{method name: its state} for the methods that keep any (stored in last.pt)."""
+        return {m.name: s for m in self.methods if (s := m.state_dict())}
+
+    def load_state_dict(self, state: dict) -> None:
+        for m in self.methods:
+            if m.name in state:
+                m.load_state_dict(state[m.name])
+
     def loss(self, out: dict, batch: dict, ctx) -> dict:
         if self._loss is not None:
             return self._loss.loss(out, batch, ctx)

@@ -11,6 +11,9 @@ A method changes one or more of these steps of the loop (training/loop.py), and 
   loss(out, batch, ctx) -> dict     the loss dict ({"loss", "loss_benign", "loss_malignant", ...}); None = the
                                     config's task (training/tasks.py)
   backward(losses, ctx)             fills .grad; None = losses["loss"].backward()
+  state_dict() / load_state_dict(d) state carried across epochs (tensors, numbers, lists, dicts of them): saved
+                                    in last.pt at every epoch end and given back on resume, so a resumed run
+                                    continues exactly (checkpoints load with weights_only=True: no objects)
 
 The paper's regularizers (pretraining, modality dropout, gradient blending) are methods that are switched on by
 their own reg.* fields and can be combined; ``reg.method=NAME`` adds at most one of the later methods
@@ -57,6 +60,12 @@ class Method:
 
     def view_mask(self, ctx, n: int, generator: torch.Generator, device: torch.device):
         return None, None
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
 
 
 METHODS: dict[str, type[Method]] = {}
