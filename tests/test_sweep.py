@@ -37,8 +37,10 @@ def test_spaces_are_the_papers_and_build_configs():
     for space in spaces.SPACES.values():  # every space's keys are config keys
         cfg = resolve("default", list(space.base) + spaces.as_overrides({p.key: p.low for p in space.params}))
         for p in space.params:
-            sec, name = p.key.split(".")
-            assert getattr(getattr(cfg, sec), name) == p.low
+            node = cfg
+            for part in p.key.split("."):  # nested keys too: methods.ogm_ge.alpha (the methods' spaces)
+                node = getattr(node, part)
+            assert node == p.low
     with pytest.raises(Exception, match="unknown sweep experiment 'nope'"):
         spaces.get("nope")
 

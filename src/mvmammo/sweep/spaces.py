@@ -7,6 +7,9 @@ params read as the overrides that made it.
 Learning-rate ranges follow the paper's text: uni-view models [1e-5, 3e-3] (section 5, Figure 3), the two-view
 families [1e-5, 1e-3] (Appendix B; SPEC.md section 5). ModDrop and split learning rates sample at two fixed
 base rates (1e-5 and 1e-4, ten sets each in the paper): one space per base rate.
+
+The later view-balancing methods have one space each, named by the method (``mvmammo sweep ogm_ge``): the
+method's key hyperparameter(s) and the learning rate (docs/balance.md).
 """
 from __future__ import annotations
 
@@ -63,6 +66,44 @@ for _lr in ("1e-5", "1e-4"):
                          f"lr {_lr}: lr_g = lr * 10**alpha_g (Appendix B, Figure 8)",
                          ("model.family=joint", f"optim.lr={_lr}"),
                          tuple(Uniform(f"optim.alpha_{g}", -1.0, 1.0) for g in ("cc", "mlo", "shared"))))
+
+
+# The later view-balancing methods (method_config.py, docs/balance.md): one space per method, named by it
+# (`mvmammo sweep ogm_ge ...`), sampling the method's key hyperparameter(s) around its default (the method
+# papers' or BalanceBenchmark's typical range) and the learning rate on the two-view range of Appendix B.
+# Only float fields are sampled (a trial's values are floats: window sizes, epoch counts and switches stay
+# at their defaults or are set as overrides).
+_LR = LogUniform("optim.lr", 1e-5, 1e-3)
+_JOINT = ("model.family=joint",)
+# name: (fixed overrides besides reg.method, sampled method fields, what the range is based on, required keys)
+_METHOD_SPACES: dict[str, tuple[tuple[str, ...], tuple[LogUniform | Uniform, ...], str, tuple[str, ...]]] = {
+    "ogm_ge": (_JOINT, (Uniform("methods.ogm_ge.alpha", 0.1, 1.0),),
+               "alpha U[0.1, 1] (typical 0.1-0.8; BalanceBenchmark 0.3)", ()),
+    "greedy": (_JOINT, (LogUniform("methods.greedy.epsilon", 1e-3, 1e-1),),
+               "trigger epsilon log-U[1e-3, 0.1] (paper 0.01)", ()),
+    "pmr": (_JOINT, (LogUniform("methods.pmr.alpha", 0.1, 3.0), Uniform("methods.pmr.momentum", 0.0, 0.9)),
+            "alpha log-U[0.1, 3] (official 1, BalanceBenchmark 0.6), prototype EMA momentum U[0, 0.9] "
+            "(official 0.2, BalanceBenchmark 0.5)", ()),
+    "agm": (_JOINT, (LogUniform("methods.agm.alpha", 0.01, 1.0),), "alpha log-U[0.01, 1] (BalanceBenchmark 0.1)",
+            ()),
+    "mla": (_JOINT, (), "learning rate only (MLA has no continuous hyperparameter; the projection is a switch)",
+            ()),
+    "mmpareto": (_JOINT + ("model.aux_heads=true",), (Uniform("methods.mmpareto.gamma", 1.0, 2.0),),
+                 "gradient scale gamma U[1, 2] (paper 1.5)", ()),
+    "umt": (_JOINT, (LogUniform("methods.umt.weight", 1.0, 100.0),),
+            "distillation weight log-U[1, 100] (paper 10); set methods.umt.teacher_cc and teacher_mlo",
+            ("methods.umt.teacher_cc", "methods.umt.teacher_mlo")),
+    "ume": (("model.family=split",), (), "learning rate only (an ensemble of uni-view learners: Split)", ()),
+    "reconboost": (_JOINT, (Uniform("methods.reconboost.w1", 2.0, 10.0), Uniform("methods.reconboost.w2", 0.0, 1.5)),
+                   "w1 U[2, 10] (paper 5), w2 U[0, 1.5] (paper 1; w1 > w2 always)", ()),
+    "qmf": (_JOINT, (LogUniform("methods.qmf.lam", 0.01, 1.0),), "ranking-loss weight log-U[0.01, 1] (paper 0.1)",
+            ()),
+    "opm": (_JOINT, (Uniform("methods.opm.q_base", 0.1, 0.7), Uniform("methods.opm.alpha", 0.0, 1.0)),
+            "base drop rate q_base U[0.1, 0.7] (0.4), alpha U[0, 1] (0.5)", ()),
+}
+for _name, (_base, _params, _why, _req) in _METHOD_SPACES.items():
+    _SPACES.append(Space(_name, f"reg.method={_name}: {_why}; learning rate log-uniform [1e-5, 1e-3] (Appendix B)",
+                         (*_base, f"reg.method={_name}"), (*_params, _LR), requires=_req))
 
 SPACES: dict[str, Space] = {s.name: s for s in _SPACES}
 
