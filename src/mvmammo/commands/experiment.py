@@ -27,7 +27,10 @@ def _experiments() -> list:
 def _cost(exp) -> str:
     """Training runs of an experiment at full (demo) scale, run-epochs, and a rough wall time on 2 CPU cores."""
     seeds = len(exp.seeds)
-    needed = {n for r in exp.rows for n in r.needs}
+    own = {r.name for r in exp.rows}
+    # Rows this experiment needs from elsewhere (another experiment's rows); its own rows are counted once.
+    needed = {n for r in exp.rows for n in r.needs if n.rpartition(":")[2] not in own or ":" in n and
+              n.rpartition(":")[0] != exp.name}
     estimates = {o for r in exp.rows for o in r.overrides if o.startswith("reg.blend_weights_file=")}
     n_est = sum(seeds if "{seed}" in e else 1 for e in estimates)  # an offline estimate trains 3 models
     runs = (len(exp.rows) + len(needed)) * seeds + 3 * n_est
@@ -42,7 +45,8 @@ def _listing() -> str:
     lines = ["experiments (NAME: the table it reproduces; its cost at demo scale):"]
     for exp in _experiments():
         lines.append(f"  {exp.name:<9} {exp.reproduces}")
-        lines.append(f"  {'':<9} {len(exp.rows)} rows x {len(exp.seeds)} seeds: {_cost(exp)}")
+        note = f" {exp.cost_note}" if getattr(exp, "cost_note", "") else ""
+        lines.append(f"  {'':<9} {len(exp.rows)} rows x {len(exp.seeds)} seeds: {_cost(exp)}{note}")
         lines.append(f"  {'':<9} rows: {', '.join(r.name for r in exp.rows)}")
     lines += ["times: on 2 CPU cores, scaled by run-epochs from the recorded timing (table1 in 274 s at 7 epochs, "
               "README 2026-11-27).",

@@ -28,6 +28,8 @@ class Experiment:
     notes: list[str] = field(default_factory=list)
     # Called as prepare(out, quick) before any row is built (e.g. the heatmap chain makes the rows' table).
     prepare: Callable[..., object] | None = None
+    # Work outside the training runs, for `experiment --help`'s cost line (e.g. the heatmap chain's patch model).
+    cost_note: str = ""
 
 
 def get(name: str) -> Experiment:

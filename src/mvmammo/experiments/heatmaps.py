@@ -137,4 +137,5 @@ EXPERIMENT = Experiment(
     quick_overrides=("data.size_cc=(64, 48)", "data.size_mlo=(64, 48)", "optim.epochs=3", "run.tta=2"),
     expected="image+heatmaps at or above image-only; heatmap pixel AUC well above 0.5",
     prepare=prepare,
+    cost_note="+ ~1 min (idle) to 2.5 min (loaded) before them: cohort, patches, patch classifier, heatmaps",
 )
