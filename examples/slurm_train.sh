@@ -21,6 +21,9 @@ HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 PORT=${MVMAMMO_RDZV_PORT:-29500}
 
 # source /path/to/venv/bin/activate
+# A fresh rendezvous store per restart: torch's shared one keeps the killed attempt's worker addresses, and
+# mvmammo refuses to start on several nodes with --max-restarts without this (docs/scale.md).
+export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
 srun torchrun \
   --nnodes "$SLURM_NNODES" --nproc-per-node "$GPUS_PER_NODE" \
   --rdzv-backend c10d --rdzv-endpoint "$HEAD:$PORT" --rdzv-id "$SLURM_JOB_ID" \

@@ -29,6 +29,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mvmammo.errors import MvError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -76,9 +78,41 @@ def setup(device_name: str) -> tuple[DistInfo, torch.device]:
         torch.cuda.set_device(device)
     started = False
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if want_cuda else "gloo", timeout=timedelta(minutes=30))
+        backend, timeout = "nccl" if want_cuda else "gloo", timedelta(minutes=30)
+        store = attempt_store(info, timeout)
+        if store is None:
+            dist.init_process_group(backend, timeout=timeout)  # env://: MASTER_ADDR/MASTER_PORT
+        else:
+            dist.init_process_group(backend, store=store, rank=info.rank, world_size=info.world, timeout=timeout)
         started = True
     return DistInfo(info.rank, info.world, info.local_rank, started), device
+
+
+def attempt_store(info: DistInfo, timeout: timedelta) -> dist.Store | None:
+    """The key-value store for init_process_group under torchrun's shared agent store; None: plain env://.
+
+    torchrun's c10d rendezvous hosts one TCPStore in the agent (MASTER_ADDR:MASTER_PORT,
+    TORCHELASTIC_USE_AGENT_STORE=True) and keeps it across restarts. init_process_group writes each rank's
+    connection address under fixed keys, so after a restart those keys still hold the killed attempt's
+    addresses, and a restarted rank that reads them before its peer rewrites them connects to a dead port
+    (gloo: "connectFullMesh failed ... Connection refused"; nccl: a stale unique id) or waits forever. Each
+    attempt therefore gets its own key prefix. TORCHELASTIC_RESTART_COUNT is the same for all workers of one
+    agent, but each agent counts its own restarts (a node restarted because another node failed does not count
+    one), so with several nodes the prefix could differ between nodes: there the store must not be shared.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None  # not torchrun, or TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: a fresh store every attempt
+    nodes = int(os.environ.get("GROUP_WORLD_SIZE", "1"))
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+    if nodes > 1 and restarts > 0:
+        raise MvError(f"torchrun with {nodes} nodes and --max-restarts {restarts} keeps one rendezvous store "
+                      "across restarts, where restarted workers would read the previous attempt's addresses and "
+                      "hang: set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in the environment of every torchrun "
+                      "command (see docs/scale.md, 'Restarts and torchrun's shared store')")
+    attempt = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    client = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), info.world,
+                           is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"mvmammo/attempt_{attempt}", client)
 
 
 def cleanup(info: DistInfo) -> None:
