@@ -14,9 +14,10 @@ from mvmammo.training.loop import train
 from mvmammo.training.methods import METHODS, method_problems
 from mvmammo.training.methods.agm import (AGM_GRAD_CLIP, AGMModulation, agm_coefficients, agm_scores,
                                           mono_responses, padded_logits)
-from mvmammo.training.methods.epoch_state import load_epoch_state
+from mvmammo.training import checkpoint as ckpt
 
 from conftest import tiny_overrides
+from resume_check import assert_exact_resume
 
 L3 = math.log(3.0)  # sigmoid(ln 3) = 3/4
 
@@ -169,22 +170,25 @@ def test_shared_family_scales_only_the_per_view_fc_and_the_window_turns_it_off()
     assert all(torch.equal(p.grad, g0[n]) for n, p in ctx.model.named_parameters())
 
 
-def test_running_means_survive_a_resume_through_the_state_file(tmp_path, capsys):
+def test_running_means_survive_a_resume_through_the_state_dict(tmp_path, capsys):
     ctx = _ctx(run_dir=tmp_path)
-    hook = AGMModulation(ctx.cfg)
+    method = METHODS["agm"](ctx.cfg)
+    hook = method.hooks()[0]
     hook.on_train_start(ctx)
     _set_grads(ctx.model)
     hook.after_backward(ctx)
     line = hook.on_epoch_end(ctx)  # epoch 0 ends
     assert [line["agm_mean_cc"], line["agm_mean_mlo"]] == pytest.approx([S_CC, S_MLO], abs=1e-6)
-    saved = load_epoch_state(tmp_path, "agm", 0)
+    saved = method.state_dict()  # what the loop puts into last.pt
     assert saved["mean"].tolist() == pytest.approx([S_CC, S_MLO], abs=1e-6) and saved["count"].tolist() == [1, 1]
-    resumed = AGMModulation(ctx.cfg)
-    resumed.on_train_start(SimpleNamespace(**{**vars(ctx), "epoch": 1}))  # resume after epoch 0
-    assert resumed.mean.tolist() == hook.mean.tolist() and resumed.count.tolist() == [1.0, 1.0]
-    fresh = AGMModulation(ctx.cfg)
-    fresh.on_train_start(SimpleNamespace(**{**vars(ctx), "epoch": 2}))  # no entry for epoch 1: documented reset
-    assert fresh.mean.tolist() == [0.0, 0.0] and "restart from 0" in capsys.readouterr().out
+    resumed = METHODS["agm"](ctx.cfg)
+    resumed.load_state_dict(saved)  # the loop calls this before on_train_start
+    resumed.hooks()[0].on_train_start(SimpleNamespace(**{**vars(ctx), "epoch": 1}))  # resume after epoch 0
+    assert resumed.hooks()[0].mean.tolist() == hook.mean.tolist() and resumed.state_dict()["count"].tolist() == [1, 1]
+    fresh = METHODS["agm"](ctx.cfg)
+    fresh.load_state_dict({})  # a last.pt without AGM's state: documented reset
+    fresh.hooks()[0].on_train_start(SimpleNamespace(**{**vars(ctx), "epoch": 2}))
+    assert fresh.hooks()[0].mean.tolist() == [0.0, 0.0] and "restart from 0" in capsys.readouterr().out
 
 
 def test_config_problems():
@@ -212,5 +216,13 @@ def test_training_run_logs_finite_agm_quantities_and_its_state(tiny_cohort, tmp_
     epoch = [x for x in lines if x["kind"] == "epoch"][0]
     mean_cc = sum(x["agm_score_cc"] for x in steps) / 3  # the cumulative mean of the three steps' scores
     assert epoch["agm_mean_cc"] == pytest.approx(mean_cc, rel=1e-5)
-    state = load_epoch_state(tmp_path / "agm", "agm", 0)
+    state = ckpt.load(tmp_path / "agm" / "last.pt")["methods"]["agm"]
     assert state["mean"][0] == pytest.approx(mean_cc, rel=1e-5) and state["count"].tolist() == [3, 3]
+
+
+def test_resumed_run_matches_the_uninterrupted_one(tiny_cohort, tmp_path):
+    """2 epochs straight vs 1 epoch + resume to 2: identical weights (the running means come back from last.pt;
+    with them reset, epoch 1's kappas and so the weights differ)."""
+    over = {"reg.method": "agm", "model.input_noise_std": 0.0, "run.prefetch": 0, "optim.batch_size": 8,
+            "run.grad_norms": "false"}
+    assert_exact_resume(tiny_cohort, tmp_path, over, "agm")

@@ -11,7 +11,7 @@ from mvmammo.models import build_model
 from mvmammo.training.loop import train
 from mvmammo.training.methods import method_problems
 from mvmammo.training.methods.opm import OPM, drop_rates, drop_theta, opm_mask, unmasked_view_logits
-from mvmammo.training.methods.scores import balanced_score
+from mvmammo.training.methods.view_scores import balanced_scores, true_class_probability
 
 from conftest import tiny_overrides
 
@@ -95,9 +95,9 @@ def test_score_ratio_by_hand_and_from_masked_rescaled_logits():
     # negatives (1/2 + 1/2 + 3/4)/3 = 7/12 -> (3/4 + 7/12)/2 = 2/3. CC malignant logits 0: score 1/2.
     # s_cc = (2/3 + 1/2)/2 = 7/12; MLO all logits 0: s_mlo = 1/2; rho_cc = (7/12)/(1/2) = 7/6.
     z_cc = torch.tensor([[LN3, 0.0], [0.0, 0.0], [0.0, 0.0], [-LN3, 0.0]])
-    s_cc, ok = balanced_score(z_cc, y)
-    s_mlo, _ = balanced_score(torch.zeros(4, 2), y)
-    assert bool(ok) and float(s_cc) == pytest.approx(7 / 12) and float(s_mlo) == pytest.approx(0.5)
+    z = torch.stack([z_cc, torch.zeros(4, 2)])  # (2 views, B, L)
+    (s_cc, s_mlo), ok = balanced_scores(true_class_probability(z, y[None]), y)
+    assert bool(ok.all()) and float(s_cc) == pytest.approx(7 / 12) and float(s_mlo) == pytest.approx(0.5)
     assert float(s_cc / s_mlo) == pytest.approx(7 / 6)
     # The hook reads the step's masked, rescaled logits: rebuild them with a real head and check it recovers
     # the same rho. Head W = ones-like, b = (0.2, -0.4): logits_v = W (m h_v) + b/2.
@@ -163,3 +163,35 @@ def test_resume_is_exact_because_rho_restarts_every_epoch(tiny_cohort, tmp_path)
         for key in ("loss", "opm_rho_cc", "opm_q_cc", "opm_q_mlo", "opm_exe", "train_loss", "val_loss"):
             if key in a:
                 assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), key
+
+
+def _one_view_reference(p, y, w, labels):
+    """The per-view score as PMR/OPM's former scores.py computed it (one view, loops, float64): per label the mean
+    over positives and the mean over negatives of the weighted rows, averaged over the classes present; then the
+    mean over the used labels that had a row."""
+    per_label = []
+    for l in range(y.shape[1]):
+        means = [float(p[m, l].double().mean()) for m in ((y[:, l] == c) & (w > 0) for c in (1, 0)) if m.any()]
+        if means and bool(labels[l]):
+            per_label.append(sum(means) / len(means))
+    return (sum(per_label) / len(per_label), True) if per_label else (0.0, False)
+
+
+def test_one_score_function_agrees_with_the_former_per_view_scores_on_random_batches():
+    # PMR and OPM used scores.balanced_score (one view at a time, a label subset), OGM-GE and AGM
+    # view_scores.balanced_scores (both views at once); the merged function must give the former's numbers.
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        b = int(torch.randint(1, 12, (1,), generator=g))
+        z = 3 * torch.randn(2, b, 2, generator=g)  # (views, B, labels)
+        y = (torch.rand(b, 2, generator=g) < 0.3).float()  # rare positives: some batches lack a class
+        w = (torch.rand(b, generator=g) < 0.8).float()  # 0/1 sample weights, as PMR and OPM pass
+        labels = torch.rand(2, generator=g) < 0.7
+        p = true_class_probability(z, y[None])
+        s, ok = balanced_scores(p, y, w, labels)
+        for v in range(2):
+            ref, ref_ok = _one_view_reference(p[v], y, w, labels)
+            assert bool(ok[v]) == ref_ok and float(s[v]) == pytest.approx(ref, abs=1e-6)
+    # The true-class probability: sigmoid(u) for y = 1, 1 - sigmoid(u) = sigmoid(-u) for y = 0.
+    assert true_class_probability(torch.tensor([LN3, LN3]), torch.tensor([1.0, 0.0])).tolist() == \
+        pytest.approx([0.75, 0.25])

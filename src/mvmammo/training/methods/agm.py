@@ -41,9 +41,10 @@ every step. Under Adam (our optimizer) a kappa that stays constant over many ste
 per-parameter second-moment normalisation; only its variation and the clip change the update.
 Numerical guard: |alpha (r* - r)| is capped at KAPPA_LOG_MAX, which sane runs never reach.
 
-Resume: sbar and its per-view counts are saved at every epoch end in the run folder (epoch_state.py:
-agm_state_e<epoch>.npz, atomic); a resumed run loads the file of the epoch it resumes after, so it continues
-exactly. If that file is missing (deleted by hand), the running means restart from 0 and a line says so.
+Resume: sbar and its per-view counts go into last.pt at every epoch end (state_dict) and are restored, so a
+resumed run continues exactly; a last.pt without them restarts the running means from 0 and a line says so.
+Under torchrun the scores are all-reduced before sbar is updated, so sbar is the same on every rank (rank 0's
+goes into last.pt).
 Logged per step: agm_score_{cc,mlo}, agm_ratio_{cc,mlo} (r), agm_ratio_star_{cc,mlo} (r*), agm_kappa_{cc,mlo}
 (as applied: 1 outside the window); per epoch: agm_mean_{cc,mlo} (sbar).
 """
@@ -51,13 +52,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mvmammo.config import Config
 from mvmammo.training.methods.base import Method, register_method
-from mvmammo.training.methods.epoch_state import load_epoch_state, save_epoch_state, state_path
 from mvmammo.training.methods.view_scores import (VIEWS, balanced_scores, epoch_window_problems, scale_view_grads,
                                                   two_view_problems, view_weights)
 from mvmammo.training.tasks import targets
@@ -121,17 +120,22 @@ class AGMModulation:
     def on_train_start(self, ctx) -> dict:
         device = next(ctx.model.parameters()).device
         self._reset(device)
-        if ctx.epoch == 0:
-            return {}
-        state = load_epoch_state(ctx.run_dir, "agm", ctx.epoch - 1)
-        values = np.concatenate([state["mean"], state["count"]]) if state and {"mean", "count"} <= set(state) else []
-        if len(values) == 4 and np.isfinite(values).all():
-            self.mean = torch.tensor(state["mean"], dtype=torch.float32, device=device)
-            self.count = torch.tensor(state["count"], dtype=torch.float32, device=device)
-        else:
-            print(f"{state_path(ctx.run_dir, 'agm', ctx.epoch - 1)}: no AGM running means; they restart from 0 at "
-                  "this resume")
+        state, self._resumed = getattr(self, "_resumed", None), None
+        if state is not None:
+            mean = torch.as_tensor(state["mean"], dtype=torch.float32).flatten()
+            count = torch.as_tensor(state["count"], dtype=torch.float32).flatten()
+            if mean.numel() == 2 and count.numel() == 2 and bool(torch.isfinite(torch.cat([mean, count])).all()):
+                self.mean, self.count = mean.to(device), count.to(device)
+                return {}
+        if ctx.epoch > 0:
+            print(f"{ctx.run_dir}: last.pt holds no AGM running means; they restart from 0 at this resume")
         return {}
+
+    def state_dict(self) -> dict:
+        return {} if self.mean is None else {"mean": self.mean.detach().cpu(), "count": self.count.detach().cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resumed = state if {"mean", "count"} <= set(state) else None
 
     def active_epoch(self, epoch: int) -> bool:
         return self.p.start_epoch <= epoch < self.p.end_epoch
@@ -157,10 +161,7 @@ class AGMModulation:
                 "agm_kappa_cc": kappa[0], "agm_kappa_mlo": kappa[1]}
 
     def on_epoch_end(self, ctx) -> dict:
-        mean, count = self.mean.tolist(), self.count.tolist()
-        if ctx.run_dir is not None and ctx.run_dir.is_dir():
-            save_epoch_state(ctx.run_dir, "agm", ctx.epoch, {"mean": np.array(mean, dtype=np.float64),
-                                                             "count": np.array(count, dtype=np.float64)})
+        mean = self.mean.tolist()
         return {"agm_mean_cc": mean[0], "agm_mean_mlo": mean[1]}
 
 
@@ -176,5 +177,15 @@ class AGM(Method):
             out.append(f"methods.agm.alpha={p.alpha}: must be > 0 (BalanceBenchmark uses 0.1)")
         return out + epoch_window_problems("agm", p.start_epoch, p.end_epoch)
 
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        self.hook = AGMModulation(cfg)  # holds the running means that state_dict carries across epochs
+
     def hooks(self) -> list:
-        return [AGMModulation(self.cfg)]
+        return [self.hook]
+
+    def state_dict(self) -> dict:
+        return self.hook.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.hook.load_state_dict(state)

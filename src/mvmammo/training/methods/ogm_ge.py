@@ -50,17 +50,11 @@ import torch
 from mvmammo.config import Config
 from mvmammo.training.methods.base import Method, register_method
 from mvmammo.training.methods.view_scores import (VIEWS, balanced_scores, epoch_window_problems, step_generator,
-                                                  two_view_problems, view_of, view_weights)
+                                                  true_class_probability, two_view_problems, view_of, view_weights)
 from mvmammo.training.tasks import targets
 
 GE_EPS = 1e-8  # added to the noise std (official), so a zero gradient still gets a (tiny) draw
 NOISE_STREAM = 7  # step_generator stream of the GE noise
-
-
-def true_class_probability(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """(B, 2) sigmoid probability of each label's true class: p if y = 1 else 1 - p."""
-    p = torch.sigmoid(z.float())
-    return torch.where(y > 0.5, p, 1 - p)
 
 
 def ogm_coefficients(s_cc: torch.Tensor, s_mlo: torch.Tensor, alpha: float) -> dict[str, torch.Tensor]:

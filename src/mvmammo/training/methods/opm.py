@@ -1,9 +1,10 @@
 """OPM-style adaptive modality dropout (Wei, Hu et al., the TPAMI extension of OGM-GE; methods.md 3(a), 3(c)).
 
 Per training step, as implemented (cfg.methods.opm: q_base = 0.4, alpha = 0.5, p_exe = 0.7):
-  1. rho_cc = s_cc / s_mlo, rho_mlo = 1 / rho_cc: OGM's score ratio, class-balanced (scores.py: per label the
+  1. rho_cc = s_cc / s_mlo, rho_mlo = 1 / rho_cc: OGM's score ratio, class-balanced (view_scores.py: per label the
      true-class probability of each view's logit z_v = out["logits_<v>"] (sum fusion: W h_v + b/2, OGM's split;
-     Split: each view's own head), mean over positives and over negatives averaged, then over both labels).
+     Split: each view's own head), mean over positives and over negatives averaged, then over both labels); under
+     torchrun the score's sums are all-reduced, so every rank gets the same rho and the same drop rates).
   2. Drop rates: q_m = clip(q_base (1 + alpha tanh(relu(rho_m - 1))), 0, 1) for the dominant view (rho_m > 1),
      q_m = 0 for the other; rho = 1 exactly: no view is dominant, nothing is dropped.
   3. With probability p_exe the drop step runs: each sample keeps view m with probability 1 - q_m (independent
@@ -40,7 +41,7 @@ import torch
 
 from mvmammo.config import Config
 from mvmammo.training.methods.base import Method, register_method
-from mvmammo.training.methods.scores import balanced_score, score_ratio
+from mvmammo.training.methods.view_scores import balanced_scores, score_ratio, true_class_probability
 from mvmammo.training.tasks import targets
 
 TWO_VIEW = ("joint", "shared", "split")
@@ -143,10 +144,10 @@ class OPM(Method):
                 m = None if view_mask is None else view_mask[:, i]
                 z.append(unmasked_view_logits(out[f"logits_{v}"], offsets[f"logits_{v}"].float(), m))
             both = None if view_mask is None else ((view_mask > 0).all(1)).float()
-            s_cc, ok_cc = balanced_score(z[0], y, both)
-            s_mlo, ok_mlo = balanced_score(z[1], y, both)
+            zz = torch.stack(z)  # (2, B, L)
+            s, ok = balanced_scores(true_class_probability(zz, y[None]), y, both)  # all-reduced under torchrun
             prev = self.rho if self.rho is not None else torch.ones((), device=h.device)
-            self.rho = score_ratio(s_cc, s_mlo, ok_cc & ok_mlo, prev)
+            self.rho = score_ratio(s[0], s[1], ok.all(), prev)
         return self.rho
 
 

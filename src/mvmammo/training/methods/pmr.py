@@ -6,7 +6,8 @@ As implemented (cfg.methods.pmr: alpha = 1.0, momentum = 0.2, proto_fraction = 0
   - Prototype logit: d_{l,k} = ||h_v - c_{l,k}^v||_2; PMR's prototypical softmax over the two classes of a label,
     softmax(-d_{l,0}, -d_{l,1})[1] = sigmoid(d_{l,0} - d_{l,1}), so the label's prototype logit is
     g_l^v = d_{l,0} - d_{l,1} and L_PCE^v = sum_l mean_i BCE(g_l^v, y_l) (the same per-label BCE sum as the task).
-  - Scores and ratio: s_v = class-balanced mean true-class probability of g^v (scores.py), rho = s_cc / s_mlo.
+  - Scores and ratio: s_v = class-balanced mean true-class probability of g^v (view_scores.py; all-reduced under
+    torchrun, so every rank switches the same term on), rho = s_cc / s_mlo.
   - Loss: L = L_task + beta_cc L_PCE^cc + beta_mlo L_PCE^mlo with only the WEAKER view's term on:
     rho > 1 (CC ahead) gives beta_cc = 0, beta_mlo = alpha; rho < 1 the reverse; rho = 1 (or no score) both 0.
   - Prototypes are recomputed from the current model in eval mode (centre windows, no augmentation) on a
@@ -23,9 +24,11 @@ Choices and adaptations (docs/balance.md):
     contribute; PMR takes "the first 1/10 of the train loader". A class with no breast leaves its prototype
     undefined and its label's PCE term (and score) off. Breasts lacking a view (data.missing_view=mask) do not
     enter that view's prototypes, nor that view's PCE term during training.
-  - Resume: the prototypes after each epoch are kept in the run folder (epoch_state.py), so a resumed run
-    continues with the same prototypes; without the file they are recomputed from the resumed model (the EMA
-    history is lost) and a note says so.
+  - Resume: the prototypes after each epoch go into last.pt (state_dict), so a resumed run continues with the
+    same prototypes; a last.pt without them (written before this) recomputes them from the resumed model (the
+    EMA history is lost) and a note says so. Under torchrun every rank computes them on the same rows (drawn
+    from (seed, epoch) out of the global training rows) with the same weights and synced BatchNorm statistics;
+    rank 0's are broadcast anyway, so every rank (and last.pt, written by rank 0) holds the very same ones.
   - Cost per epoch: one eval forward over proto_fraction of ALL training breasts (label-free ones included).
   - PMR's paper also adds an entropy regulariser on the dominant view; its official script does not, nor do we.
     The script's modulation window (modulation_starts/ends) has no field here: the term is on for all epochs.
@@ -43,8 +46,7 @@ import torch
 from mvmammo.config import Config
 from mvmammo.data.sampler import batches
 from mvmammo.training.methods.base import Method, register_method
-from mvmammo.training.methods.epoch_state import load_epoch_state, save_epoch_state
-from mvmammo.training.methods.scores import balanced_score, score_ratio
+from mvmammo.training.methods.view_scores import balanced_scores, broadcast_, score_ratio, true_class_probability
 from mvmammo.training.tasks import bce_pair, standard, targets
 
 VIEWS = ("cc", "mlo")
@@ -155,21 +157,27 @@ class PMR(Method):
             self.protos[v], self.defined[v] = ema(cent, old, c.momentum, ok, None if replace else self.defined.get(v))
         self.rows_used = len(rows)
 
-    def state_arrays(self) -> dict[str, np.ndarray]:
-        out = {}
+    def broadcast(self) -> None:
+        """Rank 0's prototypes on every rank (a no-op without torchrun)."""
         for v in VIEWS:
-            out[f"protos_{v}"] = self.protos[v].cpu().numpy()
-            out[f"defined_{v}"] = self.defined[v].cpu().numpy()
-        return out
+            broadcast_(self.protos[v])
+            d = broadcast_(self.defined[v].to(torch.uint8))
+            self.defined[v] = d.bool()
 
-    def load_arrays(self, arrays: dict[str, np.ndarray], device: torch.device) -> bool:
-        try:
-            for v in VIEWS:
-                self.protos[v] = torch.as_tensor(arrays[f"protos_{v}"], dtype=torch.float32, device=device)
-                self.defined[v] = torch.as_tensor(arrays[f"defined_{v}"], dtype=torch.bool, device=device)
-        except KeyError:
-            self.protos, self.defined = {}, {}
+    def state_dict(self) -> dict:
+        return {k: {v: t[v].detach().cpu() for v in VIEWS} for k, t in (("protos", self.protos),
+                                                                          ("defined", self.defined)) if t}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resumed = state if {"protos", "defined"} <= set(state) else None
+
+    def restore(self, device: torch.device) -> bool:
+        """The prototypes of last.pt (load_state_dict), if any, on ``device``."""
+        state, self._resumed = getattr(self, "_resumed", None), None
+        if not state:
             return False
+        self.protos = {v: state["protos"][v].to(device, torch.float32) for v in VIEWS}
+        self.defined = {v: state["defined"][v].to(device, torch.bool) for v in VIEWS}
         return True
 
     # --- the loss ---
@@ -193,9 +201,9 @@ class PMR(Method):
             if vm is not None:
                 both = both * (vm[:, i] > 0).float()
         labels = label_ok["cc"] & label_ok["mlo"]
-        s_cc, ok_cc = balanced_score(g["cc"].detach(), y, both, labels)
-        s_mlo, ok_mlo = balanced_score(g["mlo"].detach(), y, both, labels)
-        rho = score_ratio(s_cc, s_mlo, ok_cc & ok_mlo, 1.0)
+        gg = torch.stack([g["cc"].detach(), g["mlo"].detach()])  # (2, B, L)
+        s, ok = balanced_scores(true_class_probability(gg, y[None]), y, both, labels)  # all-reduced (torchrun)
+        rho = score_ratio(s[0], s[1], ok.all(), 1.0)
         beta_cc, beta_mlo = pmr_coefficients(rho, self.cfg.methods.pmr.alpha)
         self.log = {"pmr_rho": rho, "pmr_beta_cc": beta_cc, "pmr_beta_mlo": beta_mlo}
         total = task["loss"] + beta_cc * pce["cc"] + beta_mlo * pce["mlo"]
@@ -209,14 +217,13 @@ class _PMRHook:
         self.m = method
 
     def on_train_start(self, ctx) -> dict:
+        if self.m.restore(next(ctx.model.parameters()).device):
+            return {}
         if ctx.epoch > 0:
-            arrays = load_epoch_state(ctx.run_dir, "pmr", ctx.epoch - 1)
-            device = next(ctx.model.parameters()).device
-            if arrays is not None and self.m.load_arrays(arrays, device):
-                return {}
-            print(f"{ctx.run_dir}: no PMR prototypes saved after epoch {ctx.epoch}; recomputing them from the "
-                  "resumed model (their running average starts again)")
+            print(f"{ctx.run_dir}: last.pt holds no PMR prototypes; recomputing them from the resumed model "
+                  "(their running average starts again)")
         self.m.recompute(ctx, ctx.epoch)
+        self.m.broadcast()
         return {}
 
     def after_backward(self, ctx) -> dict:
@@ -226,7 +233,7 @@ class _PMRHook:
         # The prototypes the next epoch trains with. After epoch 0 they replace the initial model's (as PMR's
         # code does: the untrained model's centroids are not averaged in); later epochs use the EMA.
         self.m.recompute(ctx, ctx.epoch + 1, replace=ctx.epoch == 0)
-        save_epoch_state(ctx.run_dir, "pmr", ctx.epoch, self.m.state_arrays())
+        self.m.broadcast()  # identical on every rank: rank 0's go into last.pt
         line = {"pmr_proto_rows": self.m.rows_used}
         for v in VIEWS:
             sep = (self.m.protos[v][:, 1] - self.m.protos[v][:, 0]).norm(dim=-1)  # (L,)

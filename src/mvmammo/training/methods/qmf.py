@@ -30,8 +30,13 @@ Adaptations, and what the official code does differently (docs/balance.md):
     gap. At the very first step the code's min-max normalisation of an all-zero history divides 0 by 0.
   - Per label: confidence, history and ranking are per label (two binary labels); the rank losses are summed
     over labels and views.
-  - Resume: the history is kept in the run folder after each epoch (epoch_state.py) and reloaded; without the
-    file it starts empty (a note says so). Under torchrun each rank keeps the history of the breasts it trained.
+  - Resume: the history goes into last.pt at every epoch end (state_dict) and is restored, so a resumed run
+    continues exactly; a last.pt without it starts it empty (a note says so). Under torchrun each rank adds
+    the rows of its own slice of every global batch (each occurrence of a row in the epoch is trained by
+    exactly one rank, training/distributed.py), so during an epoch a rank's history lacks the other ranks'
+    additions of that epoch; at the epoch end each rank's additions (sum, count since the last merge) are
+    all-reduced and added to the merged history, so every rank (and last.pt, written by rank 0) holds the
+    global history, the one a single process would hold.
   - Train AUC: loss() puts the fused z in out["logits"] (the sum fusion stays in out["logits_sum"], as the model
     does in eval mode), so the epoch line's train AUC is that of QMF's prediction.
   - Breasts with a view dropped or absent (reg.moddrop_*, data.missing_view=mask) leave that view's BCE, ranking
@@ -44,12 +49,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from mvmammo.config import Config
 from mvmammo.models.gates import QMF_SCALE, energy_confidence, gated_logits
 from mvmammo.training.methods.base import Method, register_method
-from mvmammo.training.methods.epoch_state import load_epoch_state, save_epoch_state
+from mvmammo.training.methods.view_scores import all_reduce_sum
 from mvmammo.training.tasks import bce_pair, targets
 
 VIEWS = ("cc", "mlo")
@@ -94,6 +100,27 @@ class History:
         h = ((mean[rows] - lo) / span).clamp(0, 1)
         return h.float(), seen[rows]
 
+    def state(self) -> dict:
+        return {"sum": self.sum.detach().cpu(), "count": self.count.detach().cpu()}
+
+    def merge_ranks(self, base: "History | None") -> None:
+        """Under torchrun: this rank's additions since ``base`` (the last merged history) summed over ranks and
+        added to ``base``, so every rank holds the global history. A no-op with one process (exact values)."""
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return
+        n = self.sum.shape[0]
+        b_sum, b_count = self.sum.new_zeros(n, 2, 2), self.count.new_zeros(n, 2)
+        if base is not None:
+            b_sum[:base.sum.shape[0]], b_count[:base.count.shape[0]] = base.sum, base.count
+        delta = all_reduce_sum(torch.cat([(self.sum - b_sum).flatten(1), self.count - b_count], 1))  # (N, 6)
+        self.sum = b_sum + delta[:, :4].view(n, 2, 2)
+        self.count = b_count + delta[:, 4:]
+
+    def copy(self) -> "History":
+        h = History.__new__(History)
+        h.sum, h.count = self.sum.clone(), self.count.clone()
+        return h
+
     def add(self, rows: torch.Tensor, view: int, loss: torch.Tensor, weight: torch.Tensor) -> None:
         """Add the per-sample losses (B, L) of ``rows`` where weight (B,) > 0 (index_add: repeated rows add up)."""
         w = (weight > 0).float()
@@ -128,6 +155,12 @@ class QMF(Method):
 
     def hooks(self) -> list:
         return [_QMFHook(self)]
+
+    def state_dict(self) -> dict:
+        return {} if self.history is None else self.history.state()
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resumed = state if {"sum", "count"} <= set(state) else None
 
     def ensure_history(self, n_rows: int, device: torch.device) -> History:
         if self.history is None:
@@ -178,14 +211,14 @@ class _QMFHook:
     def on_train_start(self, ctx) -> dict:
         device = next(ctx.model.parameters()).device
         hist = self.m.ensure_history(len(ctx.maker.cache), device)
-        if ctx.epoch > 0:
-            arrays = load_epoch_state(ctx.run_dir, "qmf", ctx.epoch - 1)
-            if arrays is not None and arrays["sum"].shape[0] <= hist.sum.shape[0]:
-                n = arrays["sum"].shape[0]
-                hist.sum[:n] = torch.as_tensor(arrays["sum"], device=device)
-                hist.count[:n] = torch.as_tensor(arrays["count"], device=device)
-            else:
-                print(f"{ctx.run_dir}: no QMF loss history saved after epoch {ctx.epoch}; it starts empty")
+        state, self.m._resumed = getattr(self.m, "_resumed", None), None
+        if state is not None and state["sum"].shape[0] <= hist.sum.shape[0]:
+            n = state["sum"].shape[0]
+            hist.sum[:n] = state["sum"].to(device, torch.float32)
+            hist.count[:n] = state["count"].to(device, torch.float32)
+        elif ctx.epoch > 0:
+            print(f"{ctx.run_dir}: last.pt holds no QMF loss history for this cohort; it starts empty")
+        self.base = hist.copy()  # the merged (global) history: each rank's additions are counted from here
         return {}
 
     def after_backward(self, ctx) -> dict:
@@ -193,6 +226,6 @@ class _QMFHook:
 
     def on_epoch_end(self, ctx) -> dict:
         hist = self.m.history
-        save_epoch_state(ctx.run_dir, "qmf", ctx.epoch, {"sum": hist.sum.cpu().numpy(),
-                                                         "count": hist.count.cpu().numpy()})
+        hist.merge_ranks(getattr(self, "base", None))  # every rank: the global history (module doc)
+        self.base = hist.copy() if dist.is_available() and dist.is_initialized() else None
         return {"qmf_history_rows": int((hist.count.sum(1) > 0).sum())}

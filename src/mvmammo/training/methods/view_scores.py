@@ -1,5 +1,10 @@
-"""Shared arithmetic of the gradient-modulating view-balancing methods (OGM-GE, AGM): class-balanced per-view
-scores of a batch, each view's parameters by name prefix, and per-step random draws that resume exactly.
+"""Shared arithmetic of the view-balancing methods (OGM-GE, AGM, PMR, OPM): THE class-balanced per-view score of
+a batch (the one score function of all four), each view's parameters by name prefix, per-step random draws that
+resume exactly, and the collective helpers that keep a method's state identical on every rank.
+
+"The softmax probability of the true class" (OGM-GE, PMR, OPM) becomes, per binary label,
+p_v(y) = sigmoid(u) if y = 1 else 1 - sigmoid(u) = sigmoid((2y - 1) u) (true_class_probability); AGM scores a
+BCE instead. Either quantity q goes through balanced_scores.
 
 Class-balanced score. Each breast has two binary labels (benign, malignant) and malignancy is rare, so a plain
 batch mean of a per-sample quantity q (a probability of the true class, a BCE) is almost the mean over negatives.
@@ -11,7 +16,8 @@ absent from the batch is skipped), then average over the two labels:
 Both labels, because the gradient these methods modulate is that of the summed loss of both labels; the malignant
 label alone would leave most batches with one class. Samples whose view v was not fused (modality dropout, a
 missing view: the view mask is 0) or whose loss weight is 0 are left out of view v's score: their per-view
-output is the head's bias alone and says nothing about the view. Under torchrun the sums and counts are
+output is the head's bias alone and says nothing about the view. ``labels`` restricts the mean over labels to
+some labels (PMR: those whose both class prototypes exist). Under torchrun the sums and counts are
 all-reduced, so every rank gets the same score and the same coefficient (otherwise the replicas would drift apart).
 """
 from __future__ import annotations
@@ -59,13 +65,31 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def balanced_scores(q: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def broadcast_(t: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Rank ``src``'s values in place on every rank under torchrun (state that must be identical everywhere)."""
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.broadcast(t, src=src)
+    return t
+
+
+def true_class_probability(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """(..., L) probability each sample's own class gets: sigmoid(u) for y = 1, 1 - sigmoid(u) for y = 0."""
+    return torch.sigmoid((2 * y.float() - 1) * logits.float())
+
+
+def balanced_scores(q: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None = None,
+                    labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-balanced score per view (module doc).
 
-    q (V, B, L): per-view, per-sample, per-label quantity; y (B, L) 0/1 targets; weight (V, B) >= 0.
-    Returns (scores (V,), valid (V,) bool); a view without any weighted sample is not valid (score 0).
-    Stays on the device: no host synchronisation.
+    q (V, B, L): per-view, per-sample, per-label quantity; y (B, L) 0/1 targets; weight (V, B) or (B,) >= 0
+    (None = all 1); labels (L,) bool: the labels that enter the mean (None = all).
+    Returns (scores (V,), valid (V,) bool); a view without any weighted sample of a used label is not valid
+    (score 0). Stays on the device: no host synchronisation (one all-reduce under torchrun: every rank must call).
     """
+    if weight is None:
+        weight = torch.ones(q.shape[:2], device=q.device)
+    elif weight.dim() == 1:
+        weight = weight[None].expand(q.shape[0], -1)
     q = q.float()
     pos = y.float()[None]                      # (1, B, L)
     w = weight.float()[:, :, None]             # (V, B, 1)
@@ -78,8 +102,17 @@ def balanced_scores(q: torch.Tensor, y: torch.Tensor, weight: torch.Tensor) -> t
     n_cls = has_pos.float() + has_neg.float()
     per_label = (mean_pos * has_pos + mean_neg * has_neg) / n_cls.clamp(min=1)  # (V, L)
     label_ok = n_cls > 0
+    if labels is not None:
+        label_ok = label_ok & labels.to(label_ok.device)[None]
     scores = (per_label * label_ok).sum(-1) / label_ok.sum(-1).clamp(min=1)   # (V,)
     return scores, label_ok.any(-1)
+
+
+def score_ratio(s_cc: torch.Tensor, s_mlo: torch.Tensor, valid: torch.Tensor,
+                fallback: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """rho_cc = s_cc / s_mlo where valid, else ``fallback`` (0-d tensor; rho_mlo = 1 / rho_cc)."""
+    fb = torch.as_tensor(fallback, dtype=torch.float32, device=s_cc.device)
+    return torch.where(valid, s_cc / s_mlo.clamp(min=1e-12), fb)
 
 
 def view_of(name: str) -> str:
