@@ -1,4 +1,4 @@
-"""Exact-resume check shared by the balancing methods' tests (the pattern of tests/test_method_resume.py): a run of
+"""Exact-resume check shared by the balancing methods' tests (used by tests/test_method_resume.py and the method tests): a run of
 ``epochs`` epochs and a run stopped after ``epochs - 1`` and resumed end with identical weights."""
 from __future__ import annotations
 
