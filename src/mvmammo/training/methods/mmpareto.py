@@ -45,10 +45,10 @@ import torch.distributed as dist
 
 from mvmammo.config import Config
 from mvmammo.training.methods.base import Method, register_method
+from mvmammo.training.methods.view_scores import two_view_problems
 from mvmammo.training.tasks import bce_pair, targets
 
 VIEWS = ("cc", "mlo")
-TWO_VIEW = ("joint", "shared", "split")
 
 
 def min_norm_weight(g1: torch.Tensor, g2: torch.Tensor) -> torch.Tensor:
@@ -152,10 +152,7 @@ class MMPareto(Method):
 
     @classmethod
     def problems(cls, cfg: Config) -> list[str]:
-        out = []
-        if cfg.model.family not in TWO_VIEW:
-            out.append(f"model.family={cfg.model.family}: reg.method=mmpareto balances two views; use one of "
-                       f"{', '.join(TWO_VIEW)}")
+        out = two_view_problems(cfg, "mmpareto")
         if not cfg.model.aux_heads:
             out.append("model.aux_heads=false: reg.method=mmpareto needs separate uni-modal heads; set "
                        "model.aux_heads=true")

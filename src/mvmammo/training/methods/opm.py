@@ -41,10 +41,10 @@ import torch
 
 from mvmammo.config import Config
 from mvmammo.training.methods.base import Method, register_method
-from mvmammo.training.methods.view_scores import balanced_scores, score_ratio, true_class_probability
+from mvmammo.training.methods.view_scores import (balanced_scores, score_ratio, true_class_probability,
+                                                     two_view_problems)
 from mvmammo.training.tasks import targets
 
-TWO_VIEW = ("joint", "shared", "split")
 
 
 def drop_rates(rho_cc: torch.Tensor, q_base: float, alpha: float) -> torch.Tensor:
@@ -101,9 +101,7 @@ class OPM(Method):
     @classmethod
     def problems(cls, cfg: Config) -> list[str]:
         c, out = cfg.methods.opm, []
-        if cfg.model.family not in TWO_VIEW:
-            out.append(f"reg.method=opm balances two views: model.family={cfg.model.family} reads one; use "
-                       f"{', '.join(TWO_VIEW)}")
+        out += two_view_problems(cfg, "opm")
         if not 0.0 <= c.q_base <= 1.0:
             out.append(f"methods.opm.q_base={c.q_base}: a drop rate, use a value in [0, 1]")
         if c.alpha < 0:

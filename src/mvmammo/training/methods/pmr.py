@@ -46,11 +46,11 @@ import torch
 from mvmammo.config import Config
 from mvmammo.data.sampler import batches
 from mvmammo.training.methods.base import Method, register_method
-from mvmammo.training.methods.view_scores import balanced_scores, broadcast_, score_ratio, true_class_probability
+from mvmammo.training.methods.view_scores import (balanced_scores, broadcast_, score_ratio, true_class_probability,
+                                                     two_view_problems)
 from mvmammo.training.tasks import bce_pair, standard, targets
 
 VIEWS = ("cc", "mlo")
-TWO_VIEW = ("joint", "shared", "split")
 ROW_STREAM = 7301  # SeedSequence stream of the prototype rows (distinct from the loop's streams 1 and 2)
 
 
@@ -130,9 +130,7 @@ class PMR(Method):
     @classmethod
     def problems(cls, cfg: Config) -> list[str]:
         c, out = cfg.methods.pmr, []
-        if cfg.model.family not in TWO_VIEW:
-            out.append(f"reg.method=pmr balances two views: model.family={cfg.model.family} reads one; use "
-                       f"{', '.join(TWO_VIEW)}")
+        out += two_view_problems(cfg, "pmr")
         if c.alpha < 0:
             out.append(f"methods.pmr.alpha={c.alpha}: use a value >= 0")
         if not 0.0 <= c.momentum <= 1.0:
