@@ -10,6 +10,10 @@ on), builds the store (heatmap factor 8) with all cores, and measures against th
   - max |heatmap(1/8, upsampled) - heatmap(full)| over all stored windows, in probability units
 
   python benchmarks/store.py --breasts 24 --out /tmp/store-bench      (about 5-10 minutes on 2 cores)
+  python benchmarks/store.py --breasts 1000 --build-only --out DIR    (the 1,000-breast build: time and size only)
+
+CPU seconds (this process and its build workers, from getrusage) are recorded beside the wall-clock times, so a
+build timed on a machine shared with other jobs still says what it costs.
 
 Writes benchmarks/results/store-<date>.json; the table in benchmarks/RESULTS.md is copied from its output.
 """
@@ -35,6 +39,8 @@ def main(argv=None) -> dict:
     p.add_argument("--batches", type=int, default=12, help="random batches of 4 breasts per thread count")
     p.add_argument("--size", choices=["full", "small"], default="full",
                    help="full: the paper's windows; small: 256x192 (a quick dry run of this script)")
+    p.add_argument("--build-only", action="store_true",
+                   help="generate and build, then record time and size only (skip decode, read and heatmap checks)")
     args = p.parse_args(argv)
 
     import torch
@@ -50,25 +56,38 @@ def main(argv=None) -> dict:
     out = Path(args.out)
     sizes = ((2677, 1942), (2974, 1748)) if args.size == "full" else ((256, 192), (256, 192))
     cohort = out / f"cohort-{args.size}"
-    t0 = time.time()
+    t0, c0 = time.time(), _cpu_s()
     if not (cohort / "exams.csv").exists():
         generate_cohort(cohort, preset="paper", breasts=args.breasts, size_cc=sizes[0], size_mlo=sizes[1],
                         seed=0, heatmaps=True, progress=True, workers=args.workers)
-    t_synth = time.time() - t0
+    t_synth, cpu_synth = time.time() - t0, _cpu_s() - c0
     df = exams.load_valid(cohort / "exams.csv")
     spec = make_spec(sizes[0], sizes[1], heatmaps=True, noise_px=100.0)
     store_dir = out / "store"
     import shutil
 
     shutil.rmtree(store_dir, ignore_errors=True)
-    t0 = time.time()
+    t0, c0 = time.time(), _cpu_s()
     factor = 8 if args.size == "full" else None  # full: 1/8 heatmaps as the store's rule; small: its own rule
     store = build_store(df, store_dir, spec, heat_factor=factor, workers=args.workers, progress=True)
-    t_build = time.time() - t0
+    t_build, cpu_build = time.time() - t0, _cpu_s() - c0
     stored = sum(f.stat().st_size for f in (store_dir / "shards").glob("*.bin"))
     index_bytes = (store_dir / "index.parquet").stat().st_size
     memmap_per_breast = sum(spec.row_bytes(v) for v in ("cc", "mlo"))
     n = len(df)
+    result = {
+        "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "command": "python benchmarks/store.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "size": args.size, "breasts": n, "heat_factor": store.heat_factor, "codec": fmt.CODEC,
+        "bytes_per_breast": stored / n, "mb_per_breast": stored / n / 1e6,
+        "memmap_mb_per_breast": memmap_per_breast / 1e6, "ratio_vs_memmap": memmap_per_breast * n / stored,
+        "index_bytes": index_bytes, "build_s": t_build, "build_s_per_1000": t_build / n * 1000,
+        "build_cpu_s": cpu_build, "build_cpu_s_per_breast": cpu_build / n,
+        "gb_per_1000": stored / n * 1000 / 1e9, "synth_s": t_synth, "synth_cpu_s": cpu_synth,
+        "build_workers": args.workers, "load_avg_1min_at_end": os.getloadavg()[0],
+    }
+    if args.build_only:
+        return _write(result, f"store-{args.size}-{n}-{result['date']}.json")
 
     # Decode speed of one core: every record's image, uncompressed bytes out per second.
     _, hp, wp = spec.stored_shape("cc")
@@ -107,23 +126,28 @@ def main(argv=None) -> dict:
             max_diff = max(max_diff, float(d.max()))
             diffs.append((float(d.mean()), float(np.quantile(d, 0.999)), float((d > 0.05).mean())))
 
-    result = {
-        "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "command": "python benchmarks/store.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "size": args.size, "breasts": n, "heat_factor": store.heat_factor, "codec": fmt.CODEC,
-        "bytes_per_breast": stored / n, "mb_per_breast": stored / n / 1e6,
-        "memmap_mb_per_breast": memmap_per_breast / 1e6, "ratio_vs_memmap": memmap_per_breast * n / stored,
-        "index_bytes": index_bytes, "build_s": t_build, "build_s_per_1000": t_build / n * 1000,
-        "gb_per_1000": stored / n * 1000 / 1e9, "synth_s": t_synth, "build_workers": args.workers,
+    result.update({
         "decode_gb_s_one_core": decode_gbs, "windows_per_s": {str(k): v for k, v in rates.items()},
         "pinned": pin, "heatmap_max_abs_diff": max_diff,
         "heatmap_mean_abs_diff": float(np.mean([x[0] for x in diffs])),
         "heatmap_p999_abs_diff": float(np.max([x[1] for x in diffs])),
         "heatmap_share_over_0.05": float(np.mean([x[2] for x in diffs])),
-    }
+    })
+    return _write(result, f"store-{args.size}-{result['date']}.json")
+
+
+def _cpu_s() -> float:
+    """CPU seconds (user + system) of this process and of its finished children (the build workers)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _write(result: dict, name: str) -> dict:
     res_dir = Path(__file__).resolve().parent / "results"
     res_dir.mkdir(exist_ok=True)
-    (res_dir / f"store-{args.size}-{result['date']}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (res_dir / name).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return result
 

@@ -8,7 +8,11 @@ Configurations are names: "<fp32|bf16>[-cl]-<eager|compile>-b<batch>[-infer][-no
 bf16-cl-compile-b16 (the anchor's best), bf16-cl-eager-b4 (the paper's batch). A training configuration
 reports three rates, which place the time: e2e (cache, augmentation and step, as the loop runs them),
 model (the step alone on a resident batch, what the anchor times) and data (loading + augmentation alone).
-Inference runs predict_rows with 10 random windows per breast (the paper's TTA).
+Peak device memory is reported per phase: peak_mem_gib end to end (data path, prefetch and step, as the
+loop runs them), peak_step_gib the step alone on a resident batch (what the anchor reports), peak_data_gib the
+data path alone. Inference runs predict_rows with 10 random windows per breast (the paper's TTA), the draws of
+a chunk stacked into forwards of up to --window-batch windows (recorded as window_batch); it also reports
+the augmentation alone (aug_windows_per_s) and the forward alone (model_windows_per_s) on one resident chunk.
 Writes <out>/throughput.json; prints one JSON line per configuration, then a table.
 """
 from __future__ import annotations
@@ -30,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_cache import write_cache  # noqa: E402
 
 from mvmammo.config import ModelConfig  # noqa: E402
-from mvmammo.evaluation.predict import predict_rows  # noqa: E402
+from mvmammo.evaluation.predict import WINDOW_BATCH, draw_groups, predict_rows  # noqa: E402
 from mvmammo.models.registry import build_model  # noqa: E402
 from mvmammo.training.accel import compile_or_eager  # noqa: E402
 from mvmammo.training.inputs import BatchMaker  # noqa: E402
@@ -107,27 +111,34 @@ def bench_train(cfg: dict, cache, device, width: int, steps: int, warmup: int) -
     sync(device)
     e2e = time.perf_counter() - t0
     peak = peak_gib(device)
-    # The step alone on one resident batch (what the anchor times), then the data path alone.
+    # The step alone on one resident batch (what the anchor times), then the data path alone; each phase
+    # with its own peak (reset at its start: the peak then counts from what is allocated at that point).
+    reset_peak(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         step(batch)
     sync(device)
     model_only = time.perf_counter() - t0
+    peak_step = peak_gib(device)
+    del batch
+    reset_peak(device)
     t0 = time.perf_counter()
     for b in maker.batches(epoch_chunks(len(cache), cfg["batch"], steps, 2), True, gen):
         pass
     sync(device)
     data_only = time.perf_counter() - t0
+    peak_data = peak_gib(device)
     n = steps * cfg["batch"]
     return dict(cfg, train=True, breasts_per_s=n / e2e, model_breasts_per_s=n / model_only,
-                data_breasts_per_s=n / data_only, peak_mem_gib=peak, warmup_s=first, loss=float(loss.detach()))
+                data_breasts_per_s=n / data_only, peak_mem_gib=peak, peak_step_gib=peak_step,
+                peak_data_gib=peak_data, warmup_s=first, loss=float(loss.detach()))
 
 
-def bench_infer(cfg: dict, cache, device, width: int, tta: int) -> dict:
+def bench_infer(cfg: dict, cache, device, width: int, tta: int, window_batch: int) -> dict:
     model, maker, step_model = setup(cfg, cache, device, width)
     rows = np.arange(len(cache))
     run = lambda r: predict_rows(step_model, maker, r, tta=tta, batch_size=cfg["batch"],  # noqa: E731
-                                 precision=cfg["precision"])
+                                 precision=cfg["precision"], window_batch=window_batch)
     t0 = time.perf_counter()
     run(rows)  # warm-up: compilation for every chunk size (a smaller last chunk recompiles)
     sync(device)
@@ -138,8 +149,41 @@ def bench_infer(cfg: dict, cache, device, width: int, tta: int) -> dict:
     sync(device)
     dt = time.perf_counter() - t0
     assert np.isfinite(probs).all()
-    return dict(cfg, train=False, tta=tta, breast_windows_per_s=len(rows) * tta / dt, breasts_per_s=len(rows) / dt,
-                peak_mem_gib=peak_gib(device), warmup_s=first)
+    peak = peak_gib(device)
+    aug, fwd = infer_phases(model, step_model, maker, rows[: cfg["batch"]], tta, window_batch, cfg["precision"])
+    return dict(cfg, train=False, tta=tta, window_batch=window_batch, breast_windows_per_s=len(rows) * tta / dt,
+                breasts_per_s=len(rows) / dt, aug_windows_per_s=aug, model_windows_per_s=fwd,
+                peak_mem_gib=peak, warmup_s=first)
+
+
+@torch.no_grad()
+def infer_phases(model, step_model, maker, rows: np.ndarray, tta: int, window_batch: int,
+                 precision: str) -> tuple[float, float]:
+    """Where inference time goes, on one resident chunk: windows/s of the augmentation alone (tta draws) and
+    of the forward alone (the pass's first draw group stacked, run as often as the chunk's groups)."""
+    device = maker.device
+    model.eval()
+    raw, labels = maker.load(rows)
+    gens = [torch.Generator().manual_seed(t) for t in range(tta)]
+    sync(device)
+    t0 = time.perf_counter()
+    for t in range(tta):
+        b = maker.assemble(rows, raw, labels, train=True, generator=gens[t])
+    sync(device)
+    aug = len(rows) * tta / (time.perf_counter() - t0)
+    del raw
+    groups = draw_groups(tta, len(rows), window_batch)
+    x = {v: torch.cat([b[v]] * len(groups[0])) for v in ("cc", "mlo")}  # the shape the pass compiled
+    del b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in groups:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            step_model(x["cc"], x["mlo"])
+    sync(device)
+    fwd = len(groups) * len(groups[0]) * len(rows) / (time.perf_counter() - t0)
+    model.train()
+    return aug, fwd
 
 
 def run_anchor(path: str, out: Path, small: bool, timeout: float, extra: str = "") -> dict | None:
@@ -177,14 +221,18 @@ def table(results: list[dict], anchor: dict | None) -> str:
     fmt = lambda v, p=1: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
     lines = [f"device: {results[0].get('device') if results else '?'}; anchor: "
              f"{'none' if anchor is None else anchor.get('device')}",
-             "config                         e2e/s    model/s   data/s  peak GiB  x anchor best  x anchor same"]
+             "config                         e2e/s    model/s   data/s  peak GiB  step GiB  x anchor best  x anchor same"]
     for r in results:
         if "error" in r:
             lines.append(f"{r['name']:28s} error: {r['error'][:80]}")
             continue
         rate = r["breasts_per_s"] if r["train"] else r["breast_windows_per_s"]
-        lines.append(f"{r['name']:28s} {rate:8.1f} {fmt(r.get('model_breasts_per_s')):>9s} "
-                     f"{fmt(r.get('data_breasts_per_s')):>8s} {fmt(r.get('peak_mem_gib'), 2):>9s} "
+        # inference: model/s = the forward alone, data/s = the augmentation alone (windows/s)
+        model_rate = r.get("model_breasts_per_s", r.get("model_windows_per_s"))
+        data_rate = r.get("data_breasts_per_s", r.get("aug_windows_per_s"))
+        lines.append(f"{r['name']:28s} {rate:8.1f} {fmt(model_rate):>9s} "
+                     f"{fmt(data_rate):>8s} {fmt(r.get('peak_mem_gib'), 2):>9s} "
+                     f"{fmt(r.get('peak_step_gib'), 2):>9s} "
                      f"{fmt(r.get('ratio_anchor_best'), 2):>14s} {fmt(r.get('ratio_anchor_same'), 2):>14s}")
     for a in (anchor or {}).get("runs", []):
         lines.append(f"  anchor {a['name']:26s} {a['breasts_per_s']:8.1f} breasts/s, peak {fmt(a.get('peak_mem_gib'), 2)} GiB")
@@ -200,6 +248,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=0)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--tta", type=int, default=10)
+    ap.add_argument("--window-batch", type=int, default=WINDOW_BATCH,
+                    help=f"inference: windows per forward, TTA draws stacked (default {WINDOW_BATCH})")
     ap.add_argument("--width", type=int, default=0, help="column width (default 16 full, 8 small)")
     ap.add_argument("--anchor", default=os.environ.get("MVMAMMO_ANCHOR", "../shared/bench/gpu_anchor.py"))
     ap.add_argument("--anchor-json", default="", help="read an existing anchor.json instead of running it")
@@ -241,7 +291,7 @@ def main(argv: list[str] | None = None) -> dict:
     for name in [n for n in names.split(",") if n]:
         cfg = parse(name)
         try:
-            r = (bench_infer(cfg, cache, device, width, a.tta) if cfg["infer"]
+            r = (bench_infer(cfg, cache, device, width, a.tta, a.window_batch) if cfg["infer"]
                  else bench_train(cfg, cache, device, width, steps, a.warmup))
         except Exception as exc:  # keep going: later configurations still say something
             r = dict(cfg, error=f"{type(exc).__name__}: {exc}"[:400])

@@ -27,3 +27,15 @@ def tiny_overrides(table, out, **extra) -> list[str]:
     }
     base.update({k: str(v) for k, v in extra.items()})
     return [f"{k}={v}" for k, v in base.items()]
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: tiny convolutions on the 2 shared cores are many times slower with contending threads.
+    Test files of small conv nets use it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

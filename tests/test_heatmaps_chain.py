@@ -7,18 +7,11 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 
 from mvmammo.cli import build_parser, main
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny convolutions on the 2 shared cores are many times slower with contending threads."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_demo_heatmaps_option_parses():

@@ -10,12 +10,7 @@ from torch import nn
 from mvmammo.models.densenet import DenseNet, DenseNetConfig, SameConv2d, same_pads
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ---- the source layout, built from the description (not from NYU's code) ---------------------------------

@@ -11,14 +11,7 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: the tiny convolutions here are many times slower when threads contend for the
-    2 shared cores than on one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 from mvmammo.data.images import write_png16
 from mvmammo.patches.extract import BENIGN, MALIGNANT, NEGATIVE, OUTSIDE, PatchConfig, image_patches

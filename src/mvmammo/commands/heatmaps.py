@@ -14,6 +14,10 @@ def register(sub) -> None:
     p.add_argument("--stride", type=int, default=70, help="grid stride in px (default 70, as NYU)")
     p.add_argument("--batch-size", type=int, default=256, help="patches per forward pass (default 256)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    p.add_argument("--mode", choices=("patches", "dense"), default="patches",
+                   help="patches: every grid patch through the classifier, NYU-exact (default); dense: the "
+                        "classifier's features once over the whole crop, pooled per patch (approximate, ~10x "
+                        "fewer FLOPs at 256/70; docs/heatmaps.md 'Speed')")
     p.add_argument("--overwrite", action="store_true", help="redo every image (default: skip finished ones)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -23,8 +27,10 @@ def run(args) -> int:
     from mvmammo.heatmaps.table import make_heatmaps
 
     s = make_heatmaps(args.table, args.patch_model, args.out, stride=args.stride, batch_size=args.batch_size,
-                      device=args.device, overwrite=args.overwrite, progress=not args.quiet)
+                      device=args.device, overwrite=args.overwrite, progress=not args.quiet, mode=args.mode)
     rate = s["images"] / s["seconds"] if s["seconds"] > 0 and s["images"] else 0.0
-    print(f"{s['table']}: {s['images']} images done, {s['skipped']} already there; {s['patches']} patches on "
+    work = (f"{s['patches']} patches ({s['computed']} through the network, the rest constant)"
+            if s["mode"] == "patches" else f"{s['patches']} patches pooled from dense features")
+    print(f"{s['table']}: {s['images']} images done, {s['skipped']} already there; {work} on "
           f"{s['device']} ({rate:.2f} images/s)")
     return 0

@@ -53,19 +53,59 @@ def crop_resize(x: torch.Tensor, size: tuple[int, int], boxes: torch.Tensor | No
     if boxes is None:
         my, mx = (hp - h) // 2, (wp - w) // 2
         return x[:, :, my:my + h, mx:mx + w]
-    boxes = boxes.to(device=x.device, dtype=torch.float32)
+    grid = box_grid(boxes.to(device=x.device, dtype=torch.float32), (hp, wp), size)
+    return F.grid_sample(x, grid.to(x.dtype), mode=mode, padding_mode="border", align_corners=False)
+
+
+def box_grid(boxes: torch.Tensor, window: tuple[int, int], size: tuple[int, int],
+             scale: tuple[float, float] = (1.0, 1.0)) -> torch.Tensor:
+    """Sampling grid (B, H, W, 2) of grid_sample (align_corners=False) for float32 boxes (B, 4) cut from cached
+    windows of shape ``window`` (Hp, Wp) and resized to ``size`` (H, W). scale (sy, sx): read the same points
+    from an input whose normalised coordinates are g' = (g + 1) s - 1 (a coarser grid of the window), folded
+    into the affine map so that no second pass over the grid is needed."""
+    hp, wp = window
+    h, w = size
+    b = boxes.shape[0]
     y0, y1, x0, x1 = boxes.unbind(1)
     box_h, box_w = h + y1 - y0, w + x1 - x0
-    my, mx = (hp - h) // 2, (wp - w) // 2  # the centre window's first row / column, as the slice above
-    theta = torch.zeros(b, 2, 3, device=x.device, dtype=torch.float32)
+    my, mx = (hp - h) // 2, (wp - w) // 2  # the centre window's first row / column, as crop_resize's slice
+    theta = torch.zeros(b, 2, 3, device=boxes.device, dtype=torch.float32)
     # affine_grid maps output coords v in [-1, 1] to input coords u = theta v + t (align_corners=False);
     # the box's pixel edges [lo, hi) give scale (hi - lo) / Wp and offset (lo + hi) / Wp - 1.
     theta[:, 0, 0] = box_w / wp
     theta[:, 1, 1] = box_h / hp
     theta[:, 0, 2] = (2 * mx + w + x0 + x1) / wp - 1
     theta[:, 1, 2] = (2 * my + h + y0 + y1) / hp - 1
-    grid = F.affine_grid(theta, [b, c, h, w], align_corners=False)
-    return F.grid_sample(x, grid.to(x.dtype), mode=mode, padding_mode="border", align_corners=False)
+    if scale != (1.0, 1.0):
+        s = torch.tensor([[scale[1]], [scale[0]]], device=boxes.device, dtype=torch.float32)  # rows: x, y
+        theta = theta * s
+        theta[:, :, 2] += s[:, 0] - 1
+    return F.affine_grid(theta, [b, 1, h, w], align_corners=False)
+
+
+def crop_resize_coarse(heat: torch.Tensor, window: tuple[int, int], size: tuple[int, int],
+                       boxes: torch.Tensor | None) -> torch.Tensor:
+    """The heatmap channels straight from the window store's coarse grid: (B, C, h, w) block means of f x f px
+    of a (Hp, Wp) cached window -> (B, C, H, W), bilinear, at the points where :func:`crop_resize` samples the
+    full-resolution window.
+
+    Why: upsampling the grid to full resolution first and then resampling it (bicubic) writes and reads two
+    full-size float32 channels per window, most of the augmentation's memory traffic; reading the small grid
+    directly does not. The values: a block's centre (i + 1/2) f - 1/2 in px is grid coordinate i, so px p is
+    grid coordinate (p + 1/2) / f - 1/2, i.e. grid_sample's normalised coordinate scales by Hp / (f h). For the
+    centre window (boxes None) this is exactly the bilinear upsampling of :func:`upsample_heat
+    <mvmammo.data.store.reader.upsample_heat>` cut to the window; for a drawn box it is bilinear where the
+    two-step path is bicubic of the bilinear upsampling (the difference is measured in tests and
+    benchmarks/augment_speed.py). f = ceil(Hp / h), the store's rule.
+    """
+    hp, wp = window
+    b, _, gh, gw = heat.shape
+    f = -(-int(hp) // gh)
+    if boxes is None:
+        boxes = torch.zeros(b, 4)
+    grid = box_grid(boxes.to(device=heat.device, dtype=torch.float32), (hp, wp), size,
+                    scale=(hp / (f * gh), wp / (f * gw)))
+    return F.grid_sample(heat.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def normalise(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

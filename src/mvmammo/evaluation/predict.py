@@ -48,14 +48,32 @@ def combine(model: torch.nn.Module, out: dict, present: torch.Tensor) -> torch.T
     return p
 
 
+WINDOW_BATCH = 64  # windows per inference forward: TTA draws of one chunk are stacked up to this many
+
+
+def draw_groups(n_windows: int, chunk: int, window_batch: int) -> list[range]:
+    """The TTA draws 0..n_windows-1 cut into consecutive groups whose stacked windows (len(group) * chunk)
+    fit window_batch; at least one draw per group, and groups of near-equal size (fewer shapes to compile)."""
+    per = max(1, int(window_batch) // max(1, chunk))
+    n_groups = -(-n_windows // per)
+    bounds = [round(i * n_windows / n_groups) for i in range(n_groups + 1)]
+    return [range(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 @torch.no_grad()
 def predict_outputs(model: torch.nn.Module, maker, rows: np.ndarray, tta: int = 0, batch_size: int = 32,
-                    seed: int = 0, precision: str = "fp32", progress: bool = False) -> dict[str, np.ndarray]:
+                    seed: int = 0, precision: str = "fp32", progress: bool = False,
+                    window_batch: int = WINDOW_BATCH) -> dict[str, np.ndarray]:
     """{"p", "logits_cc", "logits_mlo"}: each (n_windows, N, 2) float64, n_windows = max(tta, 1).
 
     "p": probabilities (benign, malignant) by :func:`combine`; "logits_<view>": the model's per-view logits
     (NaN where the breast lacks the view or the family has none). Breasts with one view are read with the
     absent view masked (view_mask), so a cache without one-view rows runs exactly as before.
+
+    batch_size: breasts loaded (and sent to the device) at once. window_batch: windows per forward pass; the
+    draws of one chunk are augmented one by one (each from its own generator) and stacked along the batch
+    so that a forward reads up to window_batch windows (at least one draw's). The model is in eval mode, so
+    every window's output depends on that window alone: the result equals one forward per draw.
     """
     was_training = model.training
     model.eval()
@@ -73,18 +91,35 @@ def predict_outputs(model: torch.nn.Module, maker, rows: np.ndarray, tta: int = 
         loaded = tqdm(loaded, total=len(chunks), desc="predict", unit="batch", leave=False, file=sys.stderr)
     for rows_c, raw, labels in loaded:
         pres_np = presence(maker.cache, rows_c)  # host side: deciding on the mask needs no device sync
-        present = torch.from_numpy(pres_np.astype(np.float32)).to(maker.device)
-        mask = None if pres_np.all() else present
-        for t in range(n_windows):
-            batch = maker.assemble(rows_c, raw, labels, train=tta > 0, generator=gens[t])
+        present = raw.get("present")  # already on the device with the windows (BatchMaker.load, Prefetcher)
+        if present is None:
+            present = torch.from_numpy(pres_np.astype(np.float32)).to(maker.device)
+        two_view = bool(pres_np.all())
+        n = len(rows_c)
+        for group in draw_groups(n_windows, n, window_batch):
+            views = {"cc": [], "mlo": []}
+            for t in group:
+                batch = maker.assemble(rows_c, raw, labels, train=tta > 0, generator=gens[t])
+                for v in views:
+                    views[v].append(batch[v])
+            del batch
+            k = len(group)
+            # (k * n, C, H, W), draw-major: rows [j * n, (j + 1) * n) are draw group[j]
+            cc, mlo = (x[0] if k == 1 else torch.cat(x) for x in (views["cc"], views["mlo"]))
+            del views
+            pres_k = present if k == 1 else present.repeat(k, 1)
             with torch.autocast(maker.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                out = model(batch["cc"], batch["mlo"], view_mask=mask)
-            acc["p"][t].append(combine(model, out, present))  # stays on the device: one copy at the end
+                out = model(cc, mlo, view_mask=None if two_view else pres_k)
+            del cc, mlo
+            got = {"p": combine(model, out, pres_k)}  # stays on the device: one copy at the end
             for i, v in enumerate(("cc", "mlo")):
                 z = out.get(f"logits_{v}")
                 z = torch.full_like(out["logits"], float("nan")) if z is None else z
-                acc[f"logits_{v}"][t].append(torch.where(present[:, i:i + 1] > 0, z.float(),
-                                                         torch.full_like(z.float(), float("nan"))))
+                got[f"logits_{v}"] = torch.where(pres_k[:, i:i + 1] > 0, z.float(),
+                                                 torch.full_like(z.float(), float("nan")))
+            for key, x in got.items():
+                for j, t in enumerate(group):
+                    acc[key][t].append(x[j * n:(j + 1) * n])
     model.train(was_training)
     if not len(rows):
         return {k: np.zeros((n_windows, 0, 2), dtype=np.float64) for k in keys}
@@ -92,9 +127,9 @@ def predict_outputs(model: torch.nn.Module, maker, rows: np.ndarray, tta: int = 
 
 
 def predict_rows(model: torch.nn.Module, maker, rows: np.ndarray, tta: int = 0, batch_size: int = 32,
-                 seed: int = 0, precision: str = "fp32") -> np.ndarray:
+                 seed: int = 0, precision: str = "fp32", window_batch: int = WINDOW_BATCH) -> np.ndarray:
     """Probabilities (n_windows, N, 2) for benign, malignant; n_windows = max(tta, 1)."""
-    return predict_outputs(model, maker, rows, tta, batch_size, seed, precision)["p"]
+    return predict_outputs(model, maker, rows, tta, batch_size, seed, precision, window_batch=window_batch)["p"]
 
 
 def predictions_table(cache, rows: np.ndarray, probs: np.ndarray, seed: int, run_name: str) -> pd.DataFrame:

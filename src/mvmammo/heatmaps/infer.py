@@ -7,6 +7,11 @@ the CPU; on a GPU the forward runs in bf16 autocast with channels_last. The soft
 (:func:`image_heatmaps_loop`) cuts and classifies one patch at a time and accumulates block by block; a test
 checks that both give the same heatmap.
 
+Constant patches (every pixel equal, e.g. pure background) are found without cutting them
+(:mod:`mvmammo.heatmaps.constant`); one representative per distinct value goes through the network and its
+probabilities are copied to the others (exact: the network sees nothing but the patch). ``mode="dense"``
+(:mod:`mvmammo.heatmaps.dense`) is the approximate alternative: features once over the whole crop.
+
 Class order (NYU's): 0 malignant, 1 benign, 2 outside, 3 negative. Heatmaps are returned at the source image's
 size: the averaged map inside the crop box, 0 outside it (background).
 """
@@ -19,11 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mvmammo.heatmaps.constant import constant_patches
 from mvmammo.heatmaps.grid import average, average_loop, grid
 from mvmammo.patches.image import Prepared, prepare
 from mvmammo.patches.runs import CLASSES
 
 BENIGN, MALIGNANT = CLASSES.index("benign"), CLASSES.index("malignant")
+MODES = ("patches", "dense")   # patches: NYU-exact, every grid patch; dense: features once per crop (approximate)
 
 
 @dataclass
@@ -34,6 +41,8 @@ class ImageHeatmaps:
     rows: np.ndarray        # row starts in the crop (px)
     cols: np.ndarray        # column starts in the crop (px)
     box: tuple              # the crop box in the source image (y0, x0, y1, x1)
+    computed: int = -1      # patches that went through the network (patches mode; -1 in dense mode)
+    mode: str = "patches"
 
     @property
     def patches(self) -> int:
@@ -76,10 +85,18 @@ def _forward(model, batch: torch.Tensor, amp: bool) -> torch.Tensor:
     return F.softmax(logits.float(), dim=1)
 
 
+def _run(model, patches, n: int, batch_size: int, amp: bool, out: torch.Tensor, idx: torch.Tensor) -> None:
+    """out[idx[k]] = probabilities of patches(s, e) for consecutive slices [s, e) of n patches."""
+    for s in range(0, n, batch_size):
+        e = min(s + batch_size, n)
+        out[idx[s:e]] = _forward(model, patches(s, e), amp)
+
+
 @torch.no_grad()
 def grid_probs(model, prep: Prepared, patch: int, stride: int, batch_size: int = 256, device="cpu",
-               amp: bool | None = None) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """(ny, nx, 4) probabilities of every grid patch of a prepared crop (on ``device``), row and column starts."""
+               amp: bool | None = None, dedup: bool = True) -> tuple[torch.Tensor, np.ndarray, np.ndarray, int]:
+    """(ny, nx, 4) probabilities of every grid patch of a prepared crop (on ``device``), row and column starts,
+    and how many patches went through the network (fewer than ny * nx when constant patches were shared)."""
     device = torch.device(device)
     amp = device.type == "cuda" if amp is None else amp
     rows, cols = grid(prep.image.shape, patch, stride)
@@ -88,10 +105,24 @@ def grid_probs(model, prep: Prepared, patch: int, stride: int, batch_size: int =
     ri = torch.as_tensor(rows, device=device).repeat_interleave(len(cols))
     ci = torch.as_tensor(cols, device=device).repeat(len(rows))
     out = torch.empty(len(ri), len(CLASSES), device=device)
-    for s in range(0, len(ri), batch_size):
-        b = windows[ri[s:s + batch_size], ci[s:s + batch_size]].unsqueeze(1)   # (B, 1, P, P), gathered copy
-        out[s:s + batch_size] = _forward(model, b, amp)
-    return out.view(len(rows), len(cols), len(CLASSES)), rows, cols
+    const = torch.zeros(len(ri), dtype=torch.bool, device=device)
+    if dedup:
+        const, value = constant_patches(img, rows, cols, patch)
+        const, value = const.reshape(-1), value.reshape(-1)
+    vary = torch.nonzero(~const).view(-1)
+    # Patches with content: gathered from the windows view a batch at a time, (B, 1, P, P) copies.
+    _run(model, lambda s, e: windows[ri[vary[s:e]], ci[vary[s:e]]].unsqueeze(1), len(vary), batch_size, amp,
+         out, vary)
+    computed = len(vary)
+    if bool(const.any()):
+        same = torch.nonzero(const).view(-1)
+        values, which = torch.unique(value[same], return_inverse=True)     # one representative per value
+        rep = torch.empty(len(values), len(CLASSES), device=device)
+        _run(model, lambda s, e: values[s:e].view(-1, 1, 1, 1).expand(-1, 1, patch, patch), len(values),
+             batch_size, amp, rep, torch.arange(len(values), device=device))
+        out[same] = rep[which]
+        computed += len(values)
+    return out.view(len(rows), len(cols), len(CLASSES)), rows, cols, computed
 
 
 def _place(maps: np.ndarray, prep: Prepared) -> tuple[np.ndarray, np.ndarray]:
@@ -104,14 +135,23 @@ def _place(maps: np.ndarray, prep: Prepared) -> tuple[np.ndarray, np.ndarray]:
 
 @torch.no_grad()
 def image_heatmaps(model, img: np.ndarray, patch: int = 256, stride: int = 70, batch_size: int = 256,
-                   device="cpu", amp: bool | None = None, crop_margin: int = 20) -> ImageHeatmaps:
-    """Benign and malignant heatmaps of a uint16 (H, W) image (the fast path)."""
+                   device="cpu", amp: bool | None = None, crop_margin: int = 20, mode: str = "patches",
+                   dedup: bool = True) -> ImageHeatmaps:
+    """Benign and malignant heatmaps of a uint16 (H, W) image (the fast path; ``mode`` in :data:`MODES`)."""
+    from mvmammo.heatmaps.dense import dense_grid_probs
+
+    if mode not in MODES:
+        raise ValueError(f"heatmap mode {mode!r}: use one of {', '.join(MODES)}")
     prep = prepare(img, patch, crop_margin)
-    probs, rows, cols = grid_probs(model, prep, patch, stride, batch_size, device, amp)
+    if mode == "dense":
+        probs, rows, cols = dense_grid_probs(model, prep, patch, stride, device, amp)
+        computed = -1
+    else:
+        probs, rows, cols, computed = grid_probs(model, prep, patch, stride, batch_size, device, amp, dedup)
     # Only the two channels the models read are rendered (the grid keeps all four classes).
     maps = average(probs[..., [BENIGN, MALIGNANT]], rows, cols, patch, prep.image.shape).cpu().numpy()
     benign, malignant = _place(maps, prep)
-    return ImageHeatmaps(benign, malignant, probs.cpu().numpy(), rows, cols, prep.box)
+    return ImageHeatmaps(benign, malignant, probs.cpu().numpy(), rows, cols, prep.box, computed, mode)
 
 
 @torch.no_grad()
@@ -127,4 +167,4 @@ def image_heatmaps_loop(model, img: np.ndarray, patch: int = 256, stride: int = 
             probs[i, j] = _forward(model, p, False)[0].numpy()
     maps = average_loop(probs, rows, cols, patch, prep.image.shape)[[BENIGN, MALIGNANT]]
     benign, malignant = _place(maps, prep)
-    return ImageHeatmaps(benign, malignant, probs, rows, cols, prep.box)
+    return ImageHeatmaps(benign, malignant, probs, rows, cols, prep.box, probs.shape[0] * probs.shape[1])

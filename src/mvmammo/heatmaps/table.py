@@ -1,10 +1,16 @@
 """`mvmammo heatmaps`: heatmaps for every image of an exam table, and the exam table that names them.
 
 Output folder:
-  heatmaps.json   settings (patch model checkpoint, patch, stride); a rerun with other settings is refused
+  heatmaps.json   settings (patch model checkpoint, patch, stride, mode); a rerun with other settings is refused
   maps/<key>_<view>_{benign,malignant}.png   16-bit PNG at the image's size, value = round(p x 65535)
-  maps/<key>_<view>_grid.npz                 the patch grid: probs (ny, nx, 4) float16, rows, cols, box
-  exams.csv (or the input's name)            the input table with the four heatmap columns filled in
+  maps/<key>_<view>_grid.npz                 the patch grid: probs (ny, nx, 4) float16, rows, cols, box, mode
+  exams.csv (or the input's name)            the input table with the four heatmap columns filled in, and a
+                                             column ``heatmap_mode`` (patches | dense) naming how they were made
+
+Modes: ``patches`` (default, NYU-exact: every grid patch through the classifier; constant patches computed once)
+and ``dense`` (approximate: the classifier's features once over the whole crop; heatmaps/dense.py). The mode is
+recorded in heatmaps.json, in every grid file and in the table's ``heatmap_mode`` column, so anything made from
+dense heatmaps says so.
 
 Storage choice: the maps are written at the image's size because every reader (cache, predict) takes a
 heatmap of the image's shape; what keeps them small is that an averaged map is constant between patch
@@ -29,7 +35,7 @@ import pandas as pd
 from mvmammo.atomic import write_text
 from mvmammo.data import exams, images
 from mvmammo.errors import MvError
-from mvmammo.heatmaps.infer import image_heatmaps, load_patch_model
+from mvmammo.heatmaps.infer import MODES, image_heatmaps, load_patch_model
 
 VIEWS = ("cc", "mlo")
 
@@ -48,18 +54,18 @@ def _save_png(path: Path, arr: np.ndarray) -> None:
 def _save_grid(path: Path, res) -> None:
     tmp = path.with_name(f".{path.name}.tmp.npz")
     np.savez_compressed(tmp, probs=res.probs.astype(np.float16), rows=res.rows, cols=res.cols,
-                        box=np.asarray(res.box, np.int64))
+                        box=np.asarray(res.box, np.int64), mode=np.asarray(res.mode))
     os.replace(tmp, path)
 
 
-def _settings(out: Path, info: dict, patch: int, stride: int, overwrite: bool) -> dict:
+def _settings(out: Path, info: dict, patch: int, stride: int, overwrite: bool, mode: str) -> dict:
     settings = {"checkpoint": str(Path(info["checkpoint"]).resolve()), "arch": info["arch"], "patch": patch,
-                "stride": stride, "classes": ["malignant", "benign", "outside", "negative"],
+                "stride": stride, "mode": mode, "classes": ["malignant", "benign", "outside", "negative"],
                 "format": "16-bit PNG at image size (p x 65535) + patch grid npz"}
     path = out / "heatmaps.json"
     if path.exists() and not overwrite:
-        old = json.loads(path.read_text())
-        diff = [k for k in ("checkpoint", "arch", "patch", "stride") if old.get(k) != settings[k]]
+        old = {"mode": "patches", **json.loads(path.read_text())}   # folders from before modes: patches
+        diff = [k for k in ("checkpoint", "arch", "patch", "stride", "mode") if old.get(k) != settings[k]]
         if diff:
             raise MvError(f"{out}: holds heatmaps made with other settings ({', '.join(diff)} differ); use another "
                           "--out, or --overwrite to redo them")
@@ -70,7 +76,7 @@ def _settings(out: Path, info: dict, patch: int, stride: int, overwrite: bool) -
 
 def make_heatmaps(table: str | Path, patch_model: str | Path, out: str | Path, stride: int = 70,
                   batch_size: int = 256, device: str | None = None, overwrite: bool = False,
-                  progress: bool = True, limit: int | None = None) -> dict:
+                  progress: bool = True, limit: int | None = None, mode: str = "patches") -> dict:
     """Heatmaps for every present view of every row; returns a summary (and writes OUT/<table name>)."""
     import torch
     from tqdm.auto import tqdm
@@ -87,13 +93,15 @@ def make_heatmaps(table: str | Path, patch_model: str | Path, out: str | Path, s
     patch = info["patch"]
     if stride < 1:
         raise MvError(f"--stride {stride}: must be >= 1 px")
+    if mode not in MODES:
+        raise MvError(f"--mode {mode}: use one of {', '.join(MODES)}")
     rows = df if limit is None else df.iloc[:limit]
     with hold_run(out, "heatmaps"):
-        _settings(out, info, patch, stride, overwrite)
+        _settings(out, info, patch, stride, overwrite, mode)
         maps = out / "maps"
         maps.mkdir(exist_ok=True)
         new = {c: [None] * len(df) for c in exams.HEATMAP_COLUMNS}
-        done = skipped = patches = 0
+        done = skipped = patches = computed = 0
         t0 = time.time()
         todo = [(k, row, v) for k, (_, row) in enumerate(rows.iterrows()) for v in VIEWS
                 if not exams.is_empty(pd.Series([row[f"{v}_path"]])).iloc[0]]
@@ -104,12 +112,13 @@ def make_heatmaps(table: str | Path, patch_model: str | Path, out: str | Path, s
             grid_file = stem.with_name(stem.name + "_grid.npz")
             if overwrite or not (grid_file.exists() and all(f.exists() for f in files.values())):
                 img = images.read_image(exams.resolve_path(df, row[f"{view}_path"]))
-                res = image_heatmaps(model, img, patch, stride, batch_size, device)
+                res = image_heatmaps(model, img, patch, stride, batch_size, device, mode=mode)
                 _save_png(files["benign"], res.benign)
                 _save_png(files["malignant"], res.malignant)
                 _save_grid(grid_file, res)   # last: its presence marks the image done
                 done += 1
                 patches += res.patches
+                computed += res.computed if mode == "patches" else 0
             else:
                 skipped += 1
             for lab, f in files.items():
@@ -122,8 +131,9 @@ def make_heatmaps(table: str | Path, patch_model: str | Path, out: str | Path, s
                            for v in df[col]]
         for c, vals in new.items():
             result[c] = vals
+        result["heatmap_mode"] = mode
         dest = out / table.name
         exams.write_table(result, dest)
     secs = time.time() - t0
-    return {"table": str(dest), "images": done, "skipped": skipped, "patches": patches, "seconds": secs,
-            "device": str(device)}
+    return {"table": str(dest), "images": done, "skipped": skipped, "patches": patches, "computed": computed,
+            "seconds": secs, "device": str(device), "mode": mode}

@@ -23,12 +23,10 @@ import torch
 from mvmammo import VIEWS
 from mvmammo.config import Config
 from mvmammo.data import augment, exams
-from mvmammo.data.cache import WindowCache, build_cache, make_spec
+from mvmammo.data.cache import HEATMAP_SCALE, WindowCache, build_cache, make_spec
 from mvmammo.data.store import WindowStore, build_store, is_store
 from mvmammo.errors import UsageError
 from mvmammo.training.accel import compile_or_eager
-from mvmammo.data.cache import HEATMAP_SCALE
-from mvmammo.data.store.reader import upsample_heat
 from mvmammo.training.distributed import pick_device, shard_bounds  # noqa: F401 (pick_device: callers import it here)
 from mvmammo.training.prefetch import Prefetcher, fill_host, host_layout
 
@@ -158,14 +156,21 @@ def windows(raw: torch.Tensor, boxes: torch.Tensor | None, size: tuple[int, int]
     """Cached windows (B, C, Hp, Wp) int16/uint16 bits -> network input (B, C, H, W) in ``dtype``.
 
     boxes: (B, 4) (y0, y1, x0, x1) border offsets on raw's device (data/augment.py), or None for the centre
-    window. heat: the window store's heatmap grid (B, 2, h, w) float16 in [0, 1], upsampled here (bilinear, on
-    the device) and joined to the image channel (raw is then (B, 1, Hp, Wp)). A pure function of its tensors,
+    window. heat: the window store's heatmap grid (B, 2, h, w) float16 in [0, 1], sampled here at the
+    window's points (bilinear, on the device) and joined to the image channel (raw is then (B, 1, Hp, Wp)). A pure function of its tensors,
     so torch.compile can fuse the conversion, upsampling, resampling and standardisation.
     """
     x = raw_to_float(raw)
-    if heat is not None:
-        x = torch.cat([x, upsample_heat(heat.float(), x.shape[-2:]) * HEATMAP_SCALE], dim=1)
-    x = augment.normalise(augment.crop_resize(x, size, boxes, mode)).to(dtype)
+    if heat is not None and tuple(heat.shape[-2:]) == tuple(x.shape[-2:]):  # a grid at full resolution
+        x, heat = torch.cat([x, heat.float() * HEATMAP_SCALE], dim=1), None   # resampled with the image
+    if heat is None:
+        x = augment.normalise(augment.crop_resize(x, size, boxes, mode)).to(dtype)
+    else:
+        # A coarse grid is read at the image's sample points (never upsampled to full resolution:
+        # benchmarks/augment_speed.py), bilinear, already in [0, 1].
+        img = augment.normalise(augment.crop_resize(x, size, boxes, mode))
+        hm = augment.crop_resize_coarse(heat, x.shape[-2:], size, boxes).clamp(0.0, 1.0)
+        x = torch.cat([img, hm], dim=1).to(dtype)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -264,9 +269,19 @@ class BatchMaker:
         """Batches for a list of (global) row chunks; shard=(rank, world) keeps this rank's contiguous slice."""
         chunks = [np.asarray(c) for c in chunks]
         parts = [shard_bounds(len(c), *shard) for c in chunks]
-        local = [c[lo:hi] for c, (lo, hi) in zip(chunks, parts)]
-        for c, part, (rows, raw, labels) in zip(chunks, parts, self.loaded(local)):
-            yield self.assemble(rows, raw, labels, train, generator, n_draw=len(c), part=part)
+        loaded = self.loaded([c[lo:hi] for c, (lo, hi) in zip(chunks, parts)])
+        try:
+            for k in range(len(chunks)):
+                # The raw windows live only inside _next_batch: once the model input is made they are
+                # unreferenced (freed while the consumer runs its step), not kept by this suspended frame.
+                yield self._next_batch(loaded, train, generator, len(chunks[k]), parts[k])
+        finally:
+            loaded.close()  # an abandoned loop (max_steps) stops the prefetch thread now
+
+    def _next_batch(self, loaded: Iterator, train: bool, generator: torch.Generator | None, n_draw: int,
+                    part: tuple[int, int]) -> dict:
+        rows, raw, labels = next(loaded)
+        return self.assemble(rows, raw, labels, train, generator, n_draw=n_draw, part=part)
 
 
 def maker_for(cfg: Config, cache: WindowCache, device: torch.device) -> BatchMaker:
