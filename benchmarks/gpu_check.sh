@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# One device call of at most 8 minutes (BUDGET, default 470 s: every step's timeout is cut to what is left of it):
-# precision check (bf16 fast path vs fp32 plain path), end-to-end training at batch 4 and 16, TTA inference (windows
-# batched across draws), peak memory (end to end and step alone), and the anchor (same machine, same call); the
-# augmentation of a store batch (two-step vs direct heatmap sampling); the heatmap stage (patches and dense modes,
-# full-size images/s); the window store (build + windows/s into pinned memory with all cores); training from the
-# store; compiled training and inference last, with whatever time is left. Everything goes under $OUT; most
-# important first, so a call cut short still returns the earlier numbers. Python packages the device image lacks
-# (blosc2 and its needs, pydicom) are installed from wheels carried in .whl/ when present. Usage (repo root):
+# Device checks in calls of at most 8 minutes each (BUDGET, default 470 s: every step's timeout is cut to what is
+# left of it). PHASE=core (the default; issue 13's figures): precision check (bf16 fast path vs fp32 plain path),
+# the anchor and our eager step at batch 4 (peak memory: end to end and step alone), the window store (build +
+# windows/s into pinned memory with all cores), training from the store at batch 4 and 16, then compiled training
+# and TTA inference (windows batched across draws) from the store with the time that is left. PHASE=extra (a
+# second, ~2-minute call; issue 15 and the augmentation): the heatmap stage in both modes (full-size images/s) and
+# the augmentation of a store batch (two-step vs direct heatmap sampling). PHASE=all runs both (BUDGET=900).
+# Most important first, so a call cut short still returns the earlier numbers; everything goes under $OUT. Python
+# packages the device image lacks (blosc2 and its needs, pydicom) are installed from wheels carried in .whl/ when
+# present. Usage (repo root):
 #   OUT=/tmp/gpu_out bash benchmarks/gpu_check.sh            [SIZE=small DEVICE=cpu for a dry run]
 # The anchor is read from $ANCHOR (default .anchor/gpu_anchor.py: a copy carried for the call, since
 # ../shared does not travel to the device machine; elsewhere point ANCHOR at ../shared/bench/gpu_anchor.py).
@@ -24,20 +26,39 @@ FINAL_OUT=${OUT:-./gpu_out}; WORK=${WORK:-/tmp/gpu_work}; OUT=$WORK
 mkdir -p "$FINAL_OUT" "$OUT/compiled" "$OUT/fromstore"
 pack() { tar czf "$FINAL_OUT/gpu_results.tgz" -C "$WORK" --exclude=storebench/store --exclude='storebench/cohort*' . 2>/dev/null; }
 trap pack EXIT
-BUDGET=${BUDGET:-470}
+BUDGET=${BUDGET:-470}; [ "${PHASE:-core}" = all ] && BUDGET=${BUDGET_ALL:-900}
 # left N: N seconds, or what is left of the budget (at least 5 s), whichever is smaller.
 left() { local l=$(( BUDGET - SECONDS )); [ "$l" -lt 5 ] && l=5; [ "$1" -lt "$l" ] && l=$1; echo "$l"; }
 SIZE=${SIZE:-full}; DEVICE=${DEVICE:-cuda}; BREASTS=${BREASTS:-24}
 ANCHOR=${ANCHOR:-.anchor/gpu_anchor.py}
-EAGER=${EAGER:-bf16-cl-eager-b4,bf16-cl-eager-b16-infer,bf16-cl-eager-b16}
+EAGER=${EAGER:-bf16-cl-eager-b4}
 COMPILED=${COMPILED:-bf16-cl-compile-b16,bf16-cl-compile-b16-infer}
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 $PY -c "import torch; print('torch', torch.__version__, torch.version.cuda)" | tee -a "$OUT/gpu.txt"
-timeout "$(left "${PRECISION_TIMEOUT:-40}")" $PY benchmarks/check_precision.py --size "$SIZE" --device "$DEVICE" --out "$OUT" 2>&1 | tee "$OUT/precision.log"; pack
-ANCHOR_ARGS=(--anchor "$ANCHOR" --anchor-timeout "${ANCHOR_TIMEOUT:-100}" "--anchor-args=${ANCHOR_EXTRA:---no-compile}")
+PHASE=${PHASE:-core}
+if [ "$PHASE" != extra ]; then
+timeout "$(left "${PRECISION_TIMEOUT:-30}")" $PY benchmarks/check_precision.py --size "$SIZE" --device "$DEVICE" --out "$OUT" 2>&1 | tee "$OUT/precision.log"; pack
+ANCHOR_ARGS=(--anchor "$ANCHOR" --anchor-timeout "${ANCHOR_TIMEOUT:-90}" "--anchor-args=${ANCHOR_EXTRA:---no-compile}")
 [ -f "$ANCHOR" ] || ANCHOR_ARGS=(--no-anchor)
-timeout "$(left "${EAGER_TIMEOUT:-140}")" $PY benchmarks/throughput.py --size "$SIZE" --device "$DEVICE" --breasts "$BREASTS" \
+timeout "$(left "${EAGER_TIMEOUT:-120}")" $PY benchmarks/throughput.py --size "$SIZE" --device "$DEVICE" --breasts "$BREASTS" \
     --configs "$EAGER" --out "$OUT" "${ANCHOR_ARGS[@]}" 2>&1 | tee "$OUT/throughput.log"; pack
+# The store: N full-size synthetic breasts (paper preset), stored with all cores, read back with 1, 2, all threads.
+STORE_BREASTS=${STORE_BREASTS:-16}
+STORE_ARGS=(); [ "$SIZE" = full ] || STORE_ARGS=(--size small)
+timeout "$(left "${STORE_TIMEOUT:-45}")" $PY benchmarks/store.py --breasts "$STORE_BREASTS" --out "$OUT/storebench" "${STORE_ARGS[@]}" 2>&1 \
+    | tail -40 | tee "$OUT/store.log"; pack
+STORE=(); [ -f "$OUT/storebench/store/index.parquet" ] && STORE=(--store "$OUT/storebench/store")
+AJ=(--no-anchor); [ -f "$OUT/anchor/anchor.json" ] && AJ=(--anchor-json "$OUT/anchor/anchor.json")
+# Training from the store (the loader's end-to-end figure and batch 4's peak memory on the default data path),
+# then compiled from the store: last, with the time that is left (compiling the model and the augmentation took
+# ~100-150 s of it on an H100).
+timeout "$(left "${STORE_TRAIN_TIMEOUT:-50}")" $PY benchmarks/throughput.py --size "$SIZE" --device "$DEVICE" --breasts "$BREASTS" \
+    --configs "${STORE_CONFIGS:-bf16-cl-eager-b4,bf16-cl-eager-b16}" --out "$OUT/fromstore" "${STORE[@]}" "${AJ[@]}" 2>&1 \
+    | tee "$OUT/fromstore/throughput.log"; pack
+timeout "$(left "${COMPILED_TIMEOUT:-400}")" $PY benchmarks/throughput.py --size "$SIZE" --device "$DEVICE" --breasts "$BREASTS" \
+    --configs "$COMPILED" --out "$OUT/compiled" "${STORE[@]}" "${AJ[@]}" 2>&1 | tee "$OUT/compiled/throughput.log"; pack
+fi
+if [ "$PHASE" != core ]; then
 # The augmentation of a window-store batch (full resolution, 16 windows): heatmaps upsampled then resampled vs
 # read straight from the 1/8 grid (what training does now).
 AUG_ARGS=(--device "$DEVICE" --batch 16 --repeats 5 --out "$OUT"); [ "$SIZE" = full ] || AUG_ARGS+=(--size small)
@@ -49,17 +70,4 @@ HEAT_ARGS=(--device "$DEVICE" --batch "${HEAT_BATCH:-512}" --seconds "${HEAT_SEC
 [ "$DEVICE" = cpu ] || HEAT_ARGS+=(--bf16 --channels-last --full-image)
 [ -n "${HEAT_COMPILE:-}" ] && HEAT_ARGS+=(--compile)
 timeout "$(left "${HEAT_TIMEOUT:-55}")" $PY benchmarks/heatmaps_speed.py "${HEAT_ARGS[@]}" 2>&1 | tail -3 | tee "$OUT/heatmaps.log"; pack
-# The store: N full-size synthetic breasts (paper preset), stored with all cores, read back with 1, 2, all threads.
-STORE_BREASTS=${STORE_BREASTS:-16}
-STORE_ARGS=(); [ "$SIZE" = full ] || STORE_ARGS=(--size small)
-timeout "$(left "${STORE_TIMEOUT:-50}")" $PY benchmarks/store.py --breasts "$STORE_BREASTS" --out "$OUT/storebench" "${STORE_ARGS[@]}" 2>&1 \
-    | tail -40 | tee "$OUT/store.log"; pack
-STORE=(); [ -f "$OUT/storebench/store/index.parquet" ] && STORE=(--store "$OUT/storebench/store")
-AJ=(--no-anchor); [ -f "$OUT/anchor/anchor.json" ] && AJ=(--anchor-json "$OUT/anchor/anchor.json")
-# Training from the store (the loader's end-to-end figure), then compiled: last, with the time that is left
-# (compiling the model and the augmentation takes ~100-150 s of it on an H100).
-timeout "$(left "${STORE_TRAIN_TIMEOUT:-40}")" $PY benchmarks/throughput.py --size "$SIZE" --device "$DEVICE" --breasts "$BREASTS" \
-    --configs "${STORE_CONFIGS:-bf16-cl-eager-b16}" --out "$OUT/fromstore" "${STORE[@]}" "${AJ[@]}" 2>&1 \
-    | tee "$OUT/fromstore/throughput.log"; pack
-timeout "$(left "${COMPILED_TIMEOUT:-400}")" $PY benchmarks/throughput.py --size "$SIZE" --device "$DEVICE" --breasts "$BREASTS" \
-    --configs "$COMPILED" --out "$OUT/compiled" "${AJ[@]}" 2>&1 | tee "$OUT/compiled/throughput.log"; pack
+fi
