@@ -108,7 +108,10 @@ def test_footprint_weights_match_grid_sample():
 
 
 def test_footprint_weights_match_roi_align_where_torchvision_is_present():
-    ops = pytest.importorskip("torchvision.ops")
+    try:  # a torchvision built for another torch imports but fails to register its operators (RuntimeError)
+        import torchvision.ops as ops
+    except Exception as e:  # noqa: BLE001
+        pytest.skip(f"torchvision unusable beside this torch: {str(e)[:80]}")
     torch.manual_seed(1)
     fmap = torch.randn(1, 2, 9, 7)
     rows, cols = np.array([0, 5, 40]), np.array([3, 24])
