@@ -113,3 +113,37 @@ def test_prefetcher_hands_a_worker_error_to_the_consumer_in_order(cache):
             got.append(int(rows[0]))
     assert got == [0, 1]  # the batches before the failing one all arrive
     assert not p.thread.is_alive()
+
+
+def test_the_training_loop_frees_a_step_input_before_the_next_batch_is_assembled(tiny_cohort, tmp_path,
+                                                                                 monkeypatch):
+    """While batch k+1 is being assembled, nothing may still hold batch k's model input (the loop's own
+    variables, its context, or zip()'s reused result tuple): on a GPU that would be a second batch of inputs
+    beside the augmentation's temporaries."""
+    from conftest import tiny_overrides
+
+    from mvmammo.config import resolve
+    from mvmammo.training import loop
+
+    produced: list[weakref.ref] = []
+    alive_at_assembly: list[int] = []
+
+    class Watched(BatchMaker):
+        def assemble(self, rows, raw, labels, train, generator=None, n_draw=None, part=None):
+            if train:
+                alive_at_assembly.append(sum(r() is not None for r in produced))
+            batch = super().assemble(rows, raw, labels, train, generator, n_draw, part)
+            if train:
+                produced.append(weakref.ref(batch["cc"].untyped_storage()))
+            return batch
+
+    real = loop.maker_for
+
+    def watched_maker(cfg, cache, device):
+        m = real(cfg, cache, device)
+        return Watched(m.cache, m.device, m.channels_last, m.resize_mode, m.dtype, m.prefetch, m.compile)
+
+    monkeypatch.setattr(loop, "maker_for", watched_maker)
+    loop.train(resolve("default", tiny_overrides(tiny_cohort, tmp_path / "run", **{"optim.epochs": 1})))
+    assert len(produced) >= 3
+    assert alive_at_assembly == [0] * len(alive_at_assembly)

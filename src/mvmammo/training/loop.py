@@ -210,7 +210,9 @@ def _train(cfg: Config, hooks, dist_info, device) -> Path:
             step_lines, train_probs, train_rows_seen = [], [], []
             model.train()
             bar = _bar(chunks, cfg.run.progress, f"{run_dir.name} epoch {epoch + 1}/{cfg.optim.epochs}")
-            for _, batch in zip(bar, maker.batches(chunks, train=True, generator=gen, shard=dist_info.shard)):
+            ticks = iter(bar)  # advanced by hand: zip() would keep the previous batch in its reused result tuple
+            for batch in maker.batches(chunks, train=True, generator=gen, shard=dist_info.shard):
+                next(ticks, None)
                 rows = batch["rows"]  # this rank's rows of the global batch
                 ctx.step, ctx.batch = step, batch
                 view_mask, sample_weight = methods.view_mask(ctx, len(rows), gen, device)
@@ -246,6 +248,8 @@ def _train(cfg: Config, hooks, dist_info, device) -> Path:
                 del batch, out
                 if cfg.run.max_steps and step >= cfg.run.max_steps:
                     break
+            if hasattr(bar, "close"):
+                bar.close()
             # One host synchronisation per epoch for the step lines.
             for s, ls, logged in step_lines:
                 _check_finite(ls["loss"], run_dir, epoch, s, None, maker, _limit(loss_ref, step_lines))
