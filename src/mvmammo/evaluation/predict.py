@@ -48,7 +48,10 @@ def combine(model: torch.nn.Module, out: dict, present: torch.Tensor) -> torch.T
     return p
 
 
-WINDOW_BATCH = 64  # windows per inference forward: TTA draws of one chunk are stacked up to this many
+# Windows per forward that the throughput benchmark stacks TTA draws into (benchmarks/throughput.py). The
+# default of predict_outputs is the chunk's own size, so a forward never holds more windows than batch_size
+# (the memory a user sized their evaluation batch for); a larger window_batch stacks several draws.
+WINDOW_BATCH = 64
 
 
 def draw_groups(n_windows: int, chunk: int, window_batch: int) -> list[range]:
@@ -63,7 +66,7 @@ def draw_groups(n_windows: int, chunk: int, window_batch: int) -> list[range]:
 @torch.no_grad()
 def predict_outputs(model: torch.nn.Module, maker, rows: np.ndarray, tta: int = 0, batch_size: int = 32,
                     seed: int = 0, precision: str = "fp32", progress: bool = False,
-                    window_batch: int = WINDOW_BATCH) -> dict[str, np.ndarray]:
+                    window_batch: int | None = None) -> dict[str, np.ndarray]:
     """{"p", "logits_cc", "logits_mlo"}: each (n_windows, N, 2) float64, n_windows = max(tta, 1).
 
     "p": probabilities (benign, malignant) by :func:`combine`; "logits_<view>": the model's per-view logits
@@ -72,7 +75,8 @@ def predict_outputs(model: torch.nn.Module, maker, rows: np.ndarray, tta: int = 
 
     batch_size: breasts loaded (and sent to the device) at once. window_batch: windows per forward pass; the
     draws of one chunk are augmented one by one (each from its own generator) and stacked along the batch
-    so that a forward reads up to window_batch windows (at least one draw's). The model is in eval mode, so
+    so that a forward reads up to window_batch windows (at least one draw's; default batch_size, i.e. one
+    draw per forward for full chunks and several for a short last chunk). The model is in eval mode, so
     every window's output depends on that window alone: the result equals one forward per draw.
     """
     was_training = model.training
@@ -96,7 +100,7 @@ def predict_outputs(model: torch.nn.Module, maker, rows: np.ndarray, tta: int = 
             present = torch.from_numpy(pres_np.astype(np.float32)).to(maker.device)
         two_view = bool(pres_np.all())
         n = len(rows_c)
-        for group in draw_groups(n_windows, n, window_batch):
+        for group in draw_groups(n_windows, n, window_batch or batch_size):
             views = {"cc": [], "mlo": []}
             for t in group:
                 batch = maker.assemble(rows_c, raw, labels, train=tta > 0, generator=gens[t])
@@ -127,7 +131,7 @@ def predict_outputs(model: torch.nn.Module, maker, rows: np.ndarray, tta: int = 
 
 
 def predict_rows(model: torch.nn.Module, maker, rows: np.ndarray, tta: int = 0, batch_size: int = 32,
-                 seed: int = 0, precision: str = "fp32", window_batch: int = WINDOW_BATCH) -> np.ndarray:
+                 seed: int = 0, precision: str = "fp32", window_batch: int | None = None) -> np.ndarray:
     """Probabilities (n_windows, N, 2) for benign, malignant; n_windows = max(tta, 1)."""
     return predict_outputs(model, maker, rows, tta, batch_size, seed, precision, window_batch=window_batch)["p"]
 
