@@ -22,12 +22,14 @@ import argparse
 import dataclasses
 import datetime
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import save_result  # noqa: E402
 
 GIB = 2 ** 30
 FULL = {"cc": (2677, 1942), "mlo": (2974, 1748)}
@@ -73,7 +75,7 @@ def main(argv=None) -> dict:
     p.add_argument("--anchor", default=str(Path(__file__).resolve().parents[2] / "shared/bench/gpu_anchor.py"))
     p.add_argument("--anchor-peak-gib", type=float, default=2.86,
                    help="the anchor's measured peak for bf16 + channels_last eager at this batch on the target card")
-    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    p.add_argument("--out", default=None, help="folder for the JSON (default benchmarks/results)")
     a = p.parse_args(argv)
 
     from mvmammo.config import Config
@@ -101,11 +103,7 @@ def main(argv=None) -> dict:
         result["predicted_step_peak_gib"] = step
         for src in ("store", "memmap"):
             result[f"predicted_e2e_peak_gib_{src}"] = step + 2 * raw[src] / GIB
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"activation_memory-b{a.batch}-{result['date']}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return result
+    return save_result(result, f"activation_memory-b{a.batch}-{result['date']}.json", a.out)
 
 
 if __name__ == "__main__":

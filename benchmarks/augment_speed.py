@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -23,6 +22,9 @@ import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import save_result  # noqa: E402
 
 
 def two_step(raw, heat, boxes, size, mode):
@@ -98,11 +100,7 @@ def main(argv=None) -> dict:
         "image_channel_max_abs_diff": float((old[:, :1] - new[:, :1].float()).abs().max()),
         "heat_max_abs_diff": float(d_heat.max()), "heat_mean_abs_diff": float(d_heat.mean()),
     }
-    out = Path(a.out) if a.out else Path(__file__).resolve().parent / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"augment_speed-{device.type}-{result['date']}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return result
+    return save_result(result, f"augment_speed-{device.type}-{result['date']}.json", a.out)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import sys
@@ -29,6 +28,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_io import save_result  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -87,7 +89,7 @@ def main(argv=None) -> dict:
         "build_workers": args.workers, "load_avg_1min_at_end": os.getloadavg()[0],
     }
     if args.build_only:
-        return _write(result, f"store-{args.size}-{n}-{result['date']}.json")
+        return save_result(result, f"store-{args.size}-{n}-{result['date']}.json")
 
     # Decode speed of one core: every record's image, uncompressed bytes out per second.
     _, hp, wp = spec.stored_shape("cc")
@@ -133,7 +135,7 @@ def main(argv=None) -> dict:
         "heatmap_p999_abs_diff": float(np.max([x[1] for x in diffs])),
         "heatmap_share_over_0.05": float(np.mean([x[2] for x in diffs])),
     })
-    return _write(result, f"store-{args.size}-{result['date']}.json")
+    return save_result(result, f"store-{args.size}-{result['date']}.json")
 
 
 def _cpu_s() -> float:
@@ -142,14 +144,6 @@ def _cpu_s() -> float:
 
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def _write(result: dict, name: str) -> dict:
-    res_dir = Path(__file__).resolve().parent / "results"
-    res_dir.mkdir(exist_ok=True)
-    (res_dir / name).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return result
 
 
 if __name__ == "__main__":

@@ -85,18 +85,19 @@ def dense_features(model, image: torch.Tensor, amp: bool = False, max_pixels: in
     return torch.cat(parts, 1)
 
 
-def footprint_weights(first: np.ndarray, patch: int, stride: int, n: int, device=None) -> torch.Tensor:
+def footprint_weights(first: np.ndarray, patch: int, cell: int, n: int, device=None) -> torch.Tensor:
     """(len(first), n) float32: row i averages the feature cells a patch starting at first[i] samples.
 
-    roi_align's rule (aligned=True, sampling_ratio=1, output g = patch // stride): the box [s, s + patch) in
-    input px becomes [s/S - 0.5, (s + patch)/S - 0.5) in feature coordinates (cell k's centre at k); bin j's
-    one sample sits at its centre u_j; u < -1 or u > n contributes 0, u <= 0 is read at 0, u >= n - 1 at n - 1,
-    else bilinear between floor(u) and floor(u) + 1. Each row is the mean over the g samples.
+    cell: S, the input px per feature cell (:func:`feature_stride`). roi_align's rule (aligned=True,
+    sampling_ratio=1, output g = patch // S): the box [s, s + patch) in input px becomes
+    [s/S - 0.5, (s + patch)/S - 0.5) in feature coordinates (cell k's centre at k); bin j's one sample sits at
+    its centre u_j; u < -1 or u > n contributes 0, u <= 0 is read at 0, u >= n - 1 at n - 1, else bilinear
+    between floor(u) and floor(u) + 1. Each row is the mean over the g samples.
     """
-    g = max(patch // stride, 1)
+    g = max(patch // cell, 1)
     first = torch.as_tensor(np.asarray(first), dtype=torch.float64, device=device)
-    start = first / stride - 0.5
-    u = start[:, None] + (torch.arange(g, dtype=torch.float64, device=device) + 0.5) * (patch / stride / g)
+    start = first / cell - 0.5
+    u = start[:, None] + (torch.arange(g, dtype=torch.float64, device=device) + 0.5) * (patch / cell / g)
     inside = (u >= -1) & (u <= n)
     u = u.clamp(min=0)
     low = u.floor().long()

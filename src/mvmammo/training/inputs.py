@@ -156,21 +156,19 @@ def windows(raw: torch.Tensor, boxes: torch.Tensor | None, size: tuple[int, int]
     """Cached windows (B, C, Hp, Wp) int16/uint16 bits -> network input (B, C, H, W) in ``dtype``.
 
     boxes: (B, 4) (y0, y1, x0, x1) border offsets on raw's device (data/augment.py), or None for the centre
-    window. heat: the window store's heatmap grid (B, 2, h, w) float16 in [0, 1], sampled here at the
-    window's points (bilinear, on the device) and joined to the image channel (raw is then (B, 1, Hp, Wp)). A pure function of its tensors,
-    so torch.compile can fuse the conversion, upsampling, resampling and standardisation.
+    window. heat: the window store's heatmap grid (B, 2, h, w) float16 in [0, 1], joined to the image channel
+    (raw is then (B, 1, Hp, Wp)): a grid at full resolution is resampled with the image; a coarser one is read
+    at the image's sample points (bilinear, never upsampled to full resolution: benchmarks/augment_speed.py).
+    A pure function of its tensors, so torch.compile can fuse the conversion, resampling and standardisation.
     """
     x = raw_to_float(raw)
-    if heat is not None and tuple(heat.shape[-2:]) == tuple(x.shape[-2:]):  # a grid at full resolution
-        x, heat = torch.cat([x, heat.float() * HEATMAP_SCALE], dim=1), None   # resampled with the image
-    if heat is None:
-        x = augment.normalise(augment.crop_resize(x, size, boxes, mode)).to(dtype)
-    else:
-        # A coarse grid is read at the image's sample points (never upsampled to full resolution:
-        # benchmarks/augment_speed.py), bilinear, already in [0, 1].
-        img = augment.normalise(augment.crop_resize(x, size, boxes, mode))
-        hm = augment.crop_resize_coarse(heat, x.shape[-2:], size, boxes).clamp(0.0, 1.0)
-        x = torch.cat([img, hm], dim=1).to(dtype)
+    coarse = heat is not None and tuple(heat.shape[-2:]) != tuple(x.shape[-2:])
+    if heat is not None and not coarse:
+        x = torch.cat([x, heat.float() * HEATMAP_SCALE], dim=1)
+    out = augment.normalise(augment.crop_resize(x, size, boxes, mode))
+    if coarse:
+        out = torch.cat([out, augment.crop_resize_coarse(heat, x.shape[-2:], size, boxes).clamp(0.0, 1.0)], dim=1)
+    x = out.to(dtype)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
