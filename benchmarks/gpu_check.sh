@@ -4,7 +4,8 @@
 # the anchor and our eager step at batch 4 (peak memory: end to end and step alone), the window store (build +
 # windows/s into pinned memory with all cores), training from the store at batch 4 and 16, then compiled training
 # and TTA inference (windows batched across draws) from the store with the time that is left. PHASE=extra (a
-# second, ~2-minute call; issue 15 and the augmentation): the heatmap stage in both modes (full-size images/s) and
+# second, ~4-minute call; issue 15 and the augmentation): the heatmap command end to end (one image at a time vs
+# the overlapped pipeline), the heatmap stage's network in both modes (full-size images/s) and
 # the augmentation of a store batch (two-step vs direct heatmap sampling). PHASE=all runs both (BUDGET=900).
 # Most important first, so a call cut short still returns the earlier numbers; everything goes under $OUT. Python
 # packages the device image lacks (blosc2 and its needs, pydicom) are installed from wheels carried in .whl/ when
@@ -59,6 +60,12 @@ timeout "$(left "${COMPILED_TIMEOUT:-400}")" $PY benchmarks/throughput.py --size
     --configs "$COMPILED" --out "$OUT/compiled" "${STORE[@]}" "${AJ[@]}" 2>&1 | tee "$OUT/compiled/throughput.log"; pack
 fi
 if [ "$PHASE" != core ]; then
+# The heatmap command end to end (issue 15's full-size images/s): full-size synthetic breasts through
+# `make_heatmaps` in both modes, one image at a time vs the overlapped pipeline (host threads read, prepare and
+# write while the GPU runs the network), with the host's own ceiling (no network) in the same invocation.
+PIPE_ARGS=(--device "$DEVICE" --breasts "${HEAT_BREASTS:-24}" --network densenet --mode both --tag "$DEVICE" --out "$OUT")
+[ "$SIZE" = full ] || PIPE_ARGS=(--device "$DEVICE" --breasts 2 --size small --network densenet --mode both --batch 16 --tag dryrun --out "$OUT")
+timeout "$(left "${PIPE_TIMEOUT:-150}")" $PY benchmarks/heatmaps_pipeline.py "${PIPE_ARGS[@]}" 2>&1 | grep -v '^ ' | tail -8 | tee "$OUT/heatmaps_pipeline.log"; pack
 # The augmentation of a window-store batch (full resolution, 16 windows): heatmaps upsampled then resampled vs
 # read straight from the 1/8 grid (what training does now).
 AUG_ARGS=(--device "$DEVICE" --batch 16 --repeats 5 --out "$OUT"); [ "$SIZE" = full ] || AUG_ARGS+=(--size small)

@@ -18,6 +18,9 @@ def register(sub) -> None:
                    help="patches: every grid patch through the classifier, NYU-exact (default); dense: the "
                         "classifier's features once over the whole crop, pooled per patch (approximate, ~10x "
                         "fewer FLOPs at 256/70; docs/heatmaps.md 'Speed')")
+    p.add_argument("--workers", type=int, default=None,
+                   help="host threads that read, prepare and write images while the device runs the network "
+                        "(default: the usable cores, at most 16; 0: one image at a time on one thread)")
     p.add_argument("--overwrite", action="store_true", help="redo every image (default: skip finished ones)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -27,7 +30,8 @@ def run(args) -> int:
     from mvmammo.heatmaps.table import make_heatmaps
 
     s = make_heatmaps(args.table, args.patch_model, args.out, stride=args.stride, batch_size=args.batch_size,
-                      device=args.device, overwrite=args.overwrite, progress=not args.quiet, mode=args.mode)
+                      device=args.device, overwrite=args.overwrite, progress=not args.quiet, mode=args.mode,
+                      workers=args.workers)
     rate = s["images"] / s["seconds"] if s["seconds"] > 0 and s["images"] else 0.0
     work = (f"{s['patches']} patches ({s['computed']} through the network, the rest constant)"
             if s["mode"] == "patches" else f"{s['patches']} patches pooled from dense features")

@@ -5,7 +5,9 @@ Fast path (:func:`image_heatmaps`): the standardised crop goes to the device onc
 the CPU; on a GPU the forward runs in bf16 autocast with channels_last. The softmax probabilities of the grid
 (ny, nx, 4) are averaged per pixel by :func:`mvmammo.heatmaps.grid.average`. The plain reference
 (:func:`image_heatmaps_loop`) cuts and classifies one patch at a time and accumulates block by block; a test
-checks that both give the same heatmap.
+checks that both give the same heatmap. The device part (:func:`infer_grid`: patch grid -> probabilities) and the
+host part (:func:`render`: grid -> per-pixel maps) are separate functions so that the table command can run
+them on different threads (:mod:`mvmammo.heatmaps.pipeline`).
 
 Constant patches (every pixel equal, e.g. pure background) are found without cutting them
 (:mod:`mvmammo.heatmaps.constant`); one representative per distinct value goes through the network and its
@@ -69,6 +71,8 @@ def load_patch_model(run: str | Path, which: str = "best", device="cpu") -> tupl
     model = DenseNet(DenseNetConfig.from_dict(ckpt["arch"]))
     load_model_state(model, ckpt["model"], path=path)
     model.eval().to(device)
+    if torch.device(device).type == "cuda":
+        model.to(memory_format=torch.channels_last)   # the batches are channels_last there (_forward)
     info = {"patch": int(ckpt.get("patch", 256)), "checkpoint": str(path), "arch": ckpt["arch"]}
     return model, info
 
@@ -125,12 +129,51 @@ def grid_probs(model, prep: Prepared, patch: int, stride: int, batch_size: int =
     return out.view(len(rows), len(cols), len(CLASSES)), rows, cols, computed
 
 
-def _place(maps: np.ndarray, prep: Prepared) -> tuple[np.ndarray, np.ndarray]:
+def _place(maps: np.ndarray, box: tuple, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
     """(benign, malignant) at the source size from the crop's (2, h, w) maps: in its box, 0 elsewhere."""
-    y0, x0, y1, x1 = prep.box
-    full = np.zeros((2,) + tuple(prep.shape), np.float32)
+    y0, x0, y1, x1 = box
+    full = np.zeros((2,) + tuple(shape), np.float32)
     full[:, y0:y1, x0:x1] = maps[:, :y1 - y0, :x1 - x0]
     return np.clip(full[0], 0, 1), np.clip(full[1], 0, 1)
+
+
+@dataclass
+class Grid:
+    """What the device computes for one image: the patch grid's probabilities (on the host) and where it lies."""
+    probs: np.ndarray       # float32 (ny, nx, 4)
+    rows: np.ndarray        # row starts in the crop (px)
+    cols: np.ndarray        # column starts in the crop (px)
+    crop_shape: tuple       # (h, w) of the standardised crop (padded to at least one patch)
+    box: tuple              # the crop box in the source image (y0, x0, y1, x1)
+    shape: tuple            # the source image's (H, W)
+    computed: int = -1      # patches through the network (patches mode; -1 in dense mode)
+    mode: str = "patches"
+
+
+@torch.no_grad()
+def infer_grid(model, prep: Prepared, patch: int = 256, stride: int = 70, batch_size: int = 256, device="cpu",
+               amp: bool | None = None, mode: str = "patches", dedup: bool = True) -> Grid:
+    """The device part of :func:`image_heatmaps`: the grid's class probabilities of a prepared crop."""
+    from mvmammo.heatmaps.dense import dense_grid_probs
+
+    if mode not in MODES:
+        raise ValueError(f"heatmap mode {mode!r}: use one of {', '.join(MODES)}")
+    if mode == "dense":
+        probs, rows, cols = dense_grid_probs(model, prep, patch, stride, device, amp)
+        computed = -1
+    else:
+        probs, rows, cols, computed = grid_probs(model, prep, patch, stride, batch_size, device, amp, dedup)
+    return Grid(probs.float().cpu().numpy(), rows, cols, tuple(prep.image.shape), prep.box, prep.shape,
+                computed, mode)
+
+
+def render(g: Grid, patch: int = 256) -> ImageHeatmaps:
+    """The host part: the per-pixel average of the grid (on the CPU; it is exact and costs one write of the
+    maps, so it needs no device) placed at the source image's size."""
+    # Only the two channels the models read are rendered (the grid keeps all four classes).
+    maps = average(torch.from_numpy(g.probs[..., [BENIGN, MALIGNANT]]), g.rows, g.cols, patch, g.crop_shape)
+    benign, malignant = _place(maps.numpy(), g.box, g.shape)
+    return ImageHeatmaps(benign, malignant, g.probs, g.rows, g.cols, g.box, g.computed, g.mode)
 
 
 @torch.no_grad()
@@ -138,20 +181,10 @@ def image_heatmaps(model, img: np.ndarray, patch: int = 256, stride: int = 70, b
                    device="cpu", amp: bool | None = None, crop_margin: int = 20, mode: str = "patches",
                    dedup: bool = True) -> ImageHeatmaps:
     """Benign and malignant heatmaps of a uint16 (H, W) image (the fast path; ``mode`` in :data:`MODES`)."""
-    from mvmammo.heatmaps.dense import dense_grid_probs
-
     if mode not in MODES:
         raise ValueError(f"heatmap mode {mode!r}: use one of {', '.join(MODES)}")
     prep = prepare(img, patch, crop_margin)
-    if mode == "dense":
-        probs, rows, cols = dense_grid_probs(model, prep, patch, stride, device, amp)
-        computed = -1
-    else:
-        probs, rows, cols, computed = grid_probs(model, prep, patch, stride, batch_size, device, amp, dedup)
-    # Only the two channels the models read are rendered (the grid keeps all four classes).
-    maps = average(probs[..., [BENIGN, MALIGNANT]], rows, cols, patch, prep.image.shape).cpu().numpy()
-    benign, malignant = _place(maps, prep)
-    return ImageHeatmaps(benign, malignant, probs.cpu().numpy(), rows, cols, prep.box, computed, mode)
+    return render(infer_grid(model, prep, patch, stride, batch_size, device, amp, mode, dedup), patch)
 
 
 @torch.no_grad()
@@ -166,5 +199,5 @@ def image_heatmaps_loop(model, img: np.ndarray, patch: int = 256, stride: int = 
             p = torch.from_numpy(prep.image[y:y + patch, x:x + patch].copy())[None, None]
             probs[i, j] = _forward(model, p, False)[0].numpy()
     maps = average_loop(probs, rows, cols, patch, prep.image.shape)[[BENIGN, MALIGNANT]]
-    benign, malignant = _place(maps, prep)
+    benign, malignant = _place(maps, prep.box, prep.shape)
     return ImageHeatmaps(benign, malignant, probs, rows, cols, prep.box, probs.shape[0] * probs.shape[1])

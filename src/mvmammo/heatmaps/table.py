@@ -18,6 +18,9 @@ borders, so a PNG row mostly equals the row above (PNG's "up" filter makes it ze
 compresses to tens of KB. The exact patch grid (ny x nx x 4 fp16, ~8 KB) is kept beside it, so the maps can be
 re-rendered (e.g. at another resolution) without rerunning the classifier; it is also the resume marker.
 
+Speed: images are read and prepared, and their maps rendered and written, on host threads while the device runs
+the network on the previous image (:mod:`mvmammo.heatmaps.pipeline`; ``--workers``).
+
 Resumable: an image whose three files exist is skipped; files are written to a temp name and renamed, so an
 interrupted run leaves no half-written map. The table is written last (atomically).
 """
@@ -27,6 +30,7 @@ import json
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +39,8 @@ import pandas as pd
 from mvmammo.atomic import write_text
 from mvmammo.data import exams, images
 from mvmammo.errors import MvError
-from mvmammo.heatmaps.infer import MODES, image_heatmaps, load_patch_model
+from mvmammo.heatmaps.infer import MODES, Grid, infer_grid, load_patch_model, render
+from mvmammo.patches.image import Prepared, prepare
 
 VIEWS = ("cc", "mlo")
 
@@ -74,13 +79,57 @@ def _settings(out: Path, info: dict, patch: int, stride: int, overwrite: bool, m
     return settings
 
 
+def default_workers() -> int:
+    """Host threads for the load and write stages: the cores this process may use, at most 16."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:   # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(16, cores))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to do: row k of the table, its view, the source image and the three files to write."""
+    k: int
+    view: str
+    image: Path
+    benign: Path
+    malignant: Path
+    grid: Path
+
+
+def stages(model, patch: int, stride: int, batch_size: int, device, mode: str, crop_margin: int = 20):
+    """(load, infer, write) for :func:`mvmammo.heatmaps.pipeline.run`: read + prepare on the host, the patch grid
+    on the device, render + the three files on the host (each file atomic, the grid last: it marks done)."""
+    def load(job: Job) -> Prepared:
+        return prepare(images.read_image(job.image), patch, crop_margin)
+
+    def infer(job: Job, prep: Prepared) -> Grid:
+        return infer_grid(model, prep, patch, stride, batch_size, device, mode=mode)
+
+    def write(job: Job, g: Grid) -> Grid:
+        res = render(g, patch)
+        _save_png(job.benign, res.benign)
+        _save_png(job.malignant, res.malignant)
+        _save_grid(job.grid, res)   # last: its presence marks the image done
+        return g
+
+    return load, infer, write
+
+
 def make_heatmaps(table: str | Path, patch_model: str | Path, out: str | Path, stride: int = 70,
                   batch_size: int = 256, device: str | None = None, overwrite: bool = False,
-                  progress: bool = True, limit: int | None = None, mode: str = "patches") -> dict:
-    """Heatmaps for every present view of every row; returns a summary (and writes OUT/<table name>)."""
+                  progress: bool = True, limit: int | None = None, mode: str = "patches",
+                  workers: int | None = None) -> dict:
+    """Heatmaps for every present view of every row; returns a summary (and writes OUT/<table name>).
+
+    ``workers`` host threads read, prepare and write while the device runs the network (default: the usable
+    cores, at most 16; 0 runs every stage on this thread, one image at a time)."""
     import torch
     from tqdm.auto import tqdm
 
+    from mvmammo.heatmaps import pipeline
     from mvmammo.runlock import hold_run
 
     table, out = Path(table), Path(out)
@@ -95,35 +144,44 @@ def make_heatmaps(table: str | Path, patch_model: str | Path, out: str | Path, s
         raise MvError(f"--stride {stride}: must be >= 1 px")
     if mode not in MODES:
         raise MvError(f"--mode {mode}: use one of {', '.join(MODES)}")
+    workers = default_workers() if workers is None else workers
+    if workers < 0:
+        raise MvError(f"--workers {workers}: must be >= 0 (0: no host threads)")
     rows = df if limit is None else df.iloc[:limit]
     with hold_run(out, "heatmaps"):
         _settings(out, info, patch, stride, overwrite, mode)
         maps = out / "maps"
         maps.mkdir(exist_ok=True)
         new = {c: [None] * len(df) for c in exams.HEATMAP_COLUMNS}
-        done = skipped = patches = computed = 0
+        todo, skipped = [], 0
+        for k, (_, row) in enumerate(rows.iterrows()):
+            for view in VIEWS:
+                if exams.is_empty(pd.Series([row[f"{view}_path"]])).iloc[0]:
+                    continue
+                stem = maps / f"{_key(row)}_{view}"
+                job = Job(k, view, exams.resolve_path(df, row[f"{view}_path"]),
+                          *(stem.with_name(stem.name + s) for s in ("_benign.png", "_malignant.png", "_grid.npz")))
+                for lab in ("benign", "malignant"):
+                    new[f"{view}_heatmap_{lab}"][k] = os.path.relpath(getattr(job, lab), out)
+                if overwrite or not all(f.exists() for f in (job.grid, job.benign, job.malignant)):
+                    todo.append(job)
+                else:
+                    skipped += 1
         t0 = time.time()
-        todo = [(k, row, v) for k, (_, row) in enumerate(rows.iterrows()) for v in VIEWS
-                if not exams.is_empty(pd.Series([row[f"{v}_path"]])).iloc[0]]
-        bar = tqdm(todo, desc="heatmaps", unit="image", disable=not progress)
-        for k, row, view in bar:
-            stem = maps / f"{_key(row)}_{view}"
-            files = {lab: stem.with_name(stem.name + f"_{lab}.png") for lab in ("benign", "malignant")}
-            grid_file = stem.with_name(stem.name + "_grid.npz")
-            if overwrite or not (grid_file.exists() and all(f.exists() for f in files.values())):
-                img = images.read_image(exams.resolve_path(df, row[f"{view}_path"]))
-                res = image_heatmaps(model, img, patch, stride, batch_size, device, mode=mode)
-                _save_png(files["benign"], res.benign)
-                _save_png(files["malignant"], res.malignant)
-                _save_grid(grid_file, res)   # last: its presence marks the image done
-                done += 1
-                patches += res.patches
-                computed += res.computed if mode == "patches" else 0
-            else:
-                skipped += 1
-            for lab, f in files.items():
-                new[f"{view}_heatmap_{lab}"][k] = os.path.relpath(f, out)
-        bar.close()
+        bar = tqdm(total=len(todo), desc="heatmaps", unit="image", disable=not progress)
+        count = {"patches": 0, "computed": 0}
+
+        def on_done(job: Job, g: Grid) -> None:
+            count["patches"] += int(g.probs.shape[0] * g.probs.shape[1])
+            count["computed"] += g.computed if mode == "patches" else 0
+            bar.update(1)
+
+        try:
+            done = pipeline.run(todo, *stages(model, patch, stride, batch_size, device, mode), workers=workers,
+                                on_done=on_done)
+        finally:
+            bar.close()
+        secs = time.time() - t0
         result = df.copy()
         for col in ("cc_path", "mlo_path"):  # keep the image paths valid from the new table's folder
             result[col] = [v if exams.is_empty(pd.Series([v])).iloc[0] else
@@ -134,6 +192,6 @@ def make_heatmaps(table: str | Path, patch_model: str | Path, out: str | Path, s
         result["heatmap_mode"] = mode
         dest = out / table.name
         exams.write_table(result, dest)
-    secs = time.time() - t0
-    return {"table": str(dest), "images": done, "skipped": skipped, "patches": patches, "computed": computed,
-            "seconds": secs, "device": str(device), "mode": mode}
+    return {"table": str(dest), "images": done, "skipped": skipped, "patches": count["patches"],
+            "computed": count["computed"], "seconds": secs, "device": str(device), "mode": mode,
+            "workers": workers}
