@@ -6,8 +6,9 @@ breast-windows/s, with peak memory, and the same run's anchor (../shared/bench/g
 
 Configurations are names: "<fp32|bf16>[-cl]-<eager|compile>-b<batch>[-infer][-noprefetch]", e.g.
 bf16-cl-compile-b16 (the anchor's best), bf16-cl-eager-b4 (the paper's batch). A training configuration
-reports three rates, which place the time: e2e (cache, augmentation and step, as the loop runs them),
-model (the step alone on a resident batch, what the anchor times) and data (loading + augmentation alone).
+reports four rates, which place the time: e2e (cache, augmentation and step, as the loop runs them),
+model (the step alone on a resident batch, what the anchor times), data (loading + augmentation alone) and aug
+(the augmentation alone on a resident raw batch: the device's share of the data path).
 Peak device memory is reported per phase: peak_mem_gib end to end (data path, prefetch and step, as the
 loop runs them), peak_step_gib the step alone on a resident batch (what the anchor reports), peak_data_gib the
 data path alone. Inference runs predict_rows with 10 random windows per breast (the paper's TTA), the draws of
@@ -128,10 +129,23 @@ def bench_train(cfg: dict, cache, device, width: int, steps: int, warmup: int) -
     sync(device)
     data_only = time.perf_counter() - t0
     peak_data = peak_gib(device)
+    # The augmentation alone on one resident raw batch (device work only, no loading): with data alone it
+    # splits the data path into the host's loading and the device's augmentation, which shares the step's
+    # stream end to end.
+    rows = epoch_chunks(len(cache), cfg["batch"], 1, 3)[0]
+    raw, labels = maker.load(rows)
+    maker.assemble(rows, raw, labels, True, gen)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        maker.assemble(rows, raw, labels, True, gen)
+    sync(device)
+    aug_only = time.perf_counter() - t0
+    del raw, labels
     n = steps * cfg["batch"]
     return dict(cfg, train=True, breasts_per_s=n / e2e, model_breasts_per_s=n / model_only,
-                data_breasts_per_s=n / data_only, peak_mem_gib=peak, peak_step_gib=peak_step,
-                peak_data_gib=peak_data, warmup_s=first, loss=float(loss.detach()))
+                data_breasts_per_s=n / data_only, aug_breasts_per_s=n / aug_only, peak_mem_gib=peak,
+                peak_step_gib=peak_step, peak_data_gib=peak_data, warmup_s=first, loss=float(loss.detach()))
 
 
 def bench_infer(cfg: dict, cache, device, width: int, tta: int, window_batch: int) -> dict:
@@ -221,7 +235,7 @@ def table(results: list[dict], anchor: dict | None) -> str:
     fmt = lambda v, p=1: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
     lines = [f"device: {results[0].get('device') if results else '?'}; anchor: "
              f"{'none' if anchor is None else anchor.get('device')}",
-             "config                         e2e/s    model/s   data/s  peak GiB  step GiB  x anchor best  x anchor same"]
+             "config                         e2e/s    model/s   data/s    aug/s  peak GiB  step GiB  x anchor best  x anchor same"]
     for r in results:
         if "error" in r:
             lines.append(f"{r['name']:28s} error: {r['error'][:80]}")
@@ -231,7 +245,7 @@ def table(results: list[dict], anchor: dict | None) -> str:
         model_rate = r.get("model_breasts_per_s", r.get("model_windows_per_s"))
         data_rate = r.get("data_breasts_per_s", r.get("aug_windows_per_s"))
         lines.append(f"{r['name']:28s} {rate:8.1f} {fmt(model_rate):>9s} "
-                     f"{fmt(data_rate):>8s} {fmt(r.get('peak_mem_gib'), 2):>9s} "
+                     f"{fmt(data_rate):>8s} {fmt(r.get('aug_breasts_per_s')):>8s} {fmt(r.get('peak_mem_gib'), 2):>9s} "
                      f"{fmt(r.get('peak_step_gib'), 2):>9s} "
                      f"{fmt(r.get('ratio_anchor_best'), 2):>14s} {fmt(r.get('ratio_anchor_same'), 2):>14s}")
     for a in (anchor or {}).get("runs", []):

@@ -16,9 +16,9 @@ def test_small_mode_runs_and_reports(tmp_path):
     assert saved["info"]["size"] == "small" and len(saved["results"]) == 2
     train, infer = report["results"]
     assert "error" not in train and "error" not in infer, report["results"]
-    for key in ("breasts_per_s", "model_breasts_per_s", "data_breasts_per_s", "peak_mem_gib"):
+    for key in ("breasts_per_s", "model_breasts_per_s", "data_breasts_per_s", "aug_breasts_per_s", "peak_mem_gib"):
         assert key in train
-    assert train["breasts_per_s"] > 0 and infer["breast_windows_per_s"] > 0
+    assert train["breasts_per_s"] > 0 and train["aug_breasts_per_s"] > 0 and infer["breast_windows_per_s"] > 0
 
 
 def test_ratios_to_anchor():
