@@ -50,6 +50,9 @@ def register(sub) -> None:
     q.add_argument("--benign-birads", nargs="+", type=int, default=[2], help="BI-RADS categories counted as benign (default 2)")
     q.add_argument("--malignant-birads", nargs="+", type=int, default=[4, 5], help="BI-RADS categories counted as malignant (default 4 5)")
     q.add_argument("--random-split", action="store_true", help="ignore the official training/test split")
+    q.add_argument("--findings", default=None,
+                   help="VinDr-Mammo finding_annotations.csv, written as the annotation table (lesion boxes) "
+                        "beside the exam table (default: the one beside the breast-level CSV, when present)")
 
     q = fmt.add_parser("rsna", help="RSNA screening mammography train.csv + train_images/")
     q.add_argument("train_csv", help="RSNA screening mammography train.csv")
@@ -95,7 +98,7 @@ def _dispatch(args, split):
         return cmmd.import_cmmd(args.clinical, args.images, args.metadata, args.unlabelled_as_normal, **one)
     if f == "vindr":
         return vindr.import_vindr(args.annotations, args.images, args.benign_birads, args.malignant_birads,
-                                  official_split=not args.random_split, **one)
+                                  official_split=not args.random_split, findings=args.findings, **one)
     if f == "rsna":
         return rsna.import_rsna(args.train_csv, args.images, **one)
     if f == "embed":
@@ -134,4 +137,9 @@ def run(args) -> int:
         print(line)
     rp = write_outputs(table, report, args.out, allow_missing_view=args.allow_missing_view)
     print(f"wrote {args.out} ({len(table)} breasts) and {rp}")
+    if report.annotations is not None:
+        from mvmammo.data.annotations import annotation_path
+
+        print(f"wrote {annotation_path(args.out)} ({len(report.annotations)} lesion outlines; "
+              "`mvmammo patches extract` reads it)")
     return 0

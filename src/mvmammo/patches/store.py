@@ -58,6 +58,14 @@ class _Writer:
             self.shard[split] += 1
 
 
+def default_annotations(table: Path) -> Path:
+    """The annotation table an importer wrote beside the exam table, else a synthetic cohort's lesions.csv."""
+    from mvmammo.data.annotations import annotation_path
+
+    written = annotation_path(table)
+    return written if written.exists() else table.parent / "lesions.csv"
+
+
 def extract_patches(table: str | Path, out: str | Path, annotations: str | Path | None = None,
                     layout: str = "auto", cfg: PatchConfig = PatchConfig(), seed: int = 0,
                     mask_root: str | Path | None = None, progress: bool = True) -> dict:
@@ -66,7 +74,7 @@ def extract_patches(table: str | Path, out: str | Path, annotations: str | Path 
 
     table, out = Path(table), Path(out)
     df = exams.load_valid(table, allow_missing_view=True)
-    ann_path = Path(annotations) if annotations else table.parent / "lesions.csv"
+    ann_path = Path(annotations) if annotations else default_annotations(table)
     ann = read_annotations(ann_path, layout, mask_root)
     settings = {"table": str(table.resolve()), "annotations": str(ann_path.resolve()), "seed": int(seed),
                 "config": dataclasses.asdict(cfg), "classes": list(CLASSES)}

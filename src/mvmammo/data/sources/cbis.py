@@ -114,7 +114,7 @@ def import_cbis(csvs: list, images: str | Path, bwc_benign: bool = True, officia
     if unknown:
         raise SourceError(f"unknown pathology values {unknown}; expected MALIGNANT, BENIGN, BENIGN_WITHOUT_CALLBACK")
     # One image per (patient, side, view, path): abnormality rows of the same image collapse here.
-    img_rows, lab_rows = [], []
+    img_rows, lab_rows, lesions = [], [], []
     for (pid, side, view, rel), g in rows.groupby(["patient_id", "left_or_right_breast", "image_view",
                                                     "image_file_path"], sort=False, dropna=False):
         path, problem = _resolve_full(root, rel, index)
@@ -123,6 +123,8 @@ def import_cbis(csvs: list, images: str | Path, bwc_benign: bool = True, officia
         if roi_masks:
             masks = [_roi_mask(root, r, path, index) for _, r in g.iterrows()] if not problem else []
             rec["img_roi_masks"] = ";".join(m for m in masks if m) or None
+            for (k, r), mask in zip(g.iterrows(), masks):
+                lesions.append(_lesion(r, k, mask, path, benign_values))
         img_rows.append(rec)
     for _, r in rows.iterrows():
         pathology = str(r["pathology"]).strip()
@@ -149,4 +151,37 @@ def import_cbis(csvs: list, images: str | Path, bwc_benign: bool = True, officia
             report.notes.append("CSV names do not say train/test; used a random split by patient")
     table = build_table(pd.DataFrame(img_rows), labels, report, split or SplitOptions(),
                         allow_missing_view=allow_missing_view)
+    if roi_masks:
+        _annotations(lesions, report)
     return table, report
+
+
+def _lesion(row, k: int, mask: str | None, image: str | None, benign_values: set) -> dict:
+    """One abnormality row as an annotation-table row (cls None: not a lesion of either class here)."""
+    from mvmammo.data.sources.vocab import normalise_side, normalise_view, slot_of
+
+    pathology = str(row["pathology"]).strip()
+    cls = "malignant" if pathology == "MALIGNANT" else ("benign" if pathology in benign_values else None)
+    slot = slot_of(normalise_view(row["image_view"]))
+    return {"patient_id": row["patient_id"], "exam_id": row["patient_id"],
+            "side": normalise_side(row["left_or_right_breast"]), "view": slot[0] if slot else None, "cls": cls,
+            "mask_path": mask, "image_path": image, "abnormality": row.get("abnormality"),
+            "source_row": int(k) + 2}
+
+
+def _annotations(lesions: list, report: ImportReport) -> None:
+    """The lesion outlines with an ROI mask and a class, for the annotation table written beside the exam table
+    (``report.annotations``; the CSV's own mask paths do not match TCIA's download layout, so the patch stage
+    needs the masks this importer resolved)."""
+    ann = pd.DataFrame(lesions, columns=["patient_id", "exam_id", "side", "view", "cls", "mask_path", "image_path",
+                                         "abnormality", "source_row"])
+    no_mask = int(ann["mask_path"].isna().sum())
+    no_class = int((ann["mask_path"].notna() & ann["cls"].isna()).sum())
+    ann = ann[ann["mask_path"].notna() & ann["cls"].notna() & ann["view"].notna()].reset_index(drop=True)
+    if no_mask:
+        report.notes.append(f"{no_mask} abnormality row(s) without an ROI mask of the full image's size: not in "
+                            "the annotation table")
+    if no_class:
+        report.notes.append(f"{no_class} BENIGN_WITHOUT_CALLBACK outline(s) left out of the annotation table "
+                            "(--no-bwc-benign)")
+    report.annotations = ann

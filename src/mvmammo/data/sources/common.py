@@ -351,6 +351,15 @@ def write_outputs(table: pd.DataFrame, report: ImportReport, out: str | Path,
     from mvmammo.data.sources.report import report_path
 
     rp = report_path(out)
+    ann = report.annotations
+    if ann is not None and len(table):
+        from mvmammo.data.annotations import annotation_path, for_table
+
+        ann, left_out = for_table(ann, table)
+        report.annotations = ann
+        report.notes.append(f"annotation table: {len(ann)} lesion outline(s) in {annotation_path(out).name}"
+                            + (f" ({left_out} on images or breasts not in the exam table left out)" if left_out
+                               else "") + "; `mvmammo patches extract` reads it")
     report.write(rp)
     if len(table) == 0:
         hint = (f"; {MISSING_VIEW_HINT}" if not allow_missing_view and
@@ -361,4 +370,8 @@ def write_outputs(table: pd.DataFrame, report: ImportReport, out: str | Path,
         raise SourceError(f"the imported table does not pass validation ({len(problems)} problems; please "
                           f"report this): " + "; ".join(problems[:3]))
     exams.write_table(table, out)
+    if ann is not None:
+        from mvmammo.data.annotations import write_annotations
+
+        write_annotations(ann, out)
     return rp

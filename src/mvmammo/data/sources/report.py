@@ -1,10 +1,11 @@
 """The import report: what an importer kept, what it dropped and why; printed and written as JSON."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 VIEW_RULE = ("Exactly one CC and one MLO image per breast. The CC slot takes view CC, else XCCL; the MLO slot "
@@ -38,6 +39,9 @@ class ImportReport:
     conflicts: list = field(default_factory=list)        # {path, field, tag, metadata}
     one_view: list = field(default_factory=list)         # {breast, missing, reason, detail} (--allow-missing-view)
     notes: list = field(default_factory=list)
+    # Lesion outlines for the annotation table (mvmammo.data.annotations), written beside the exam table by
+    # write_outputs; a DataFrame or None, not part of the JSON report (its path and count are).
+    annotations: object = field(default=None, repr=False, compare=False)
 
     def drop(self, breast: str, reason: str, detail: str = "") -> None:
         self.dropped.append({"breast": breast, "reason": reason, "detail": detail})
@@ -46,7 +50,8 @@ class ImportReport:
         return dict(Counter(d["reason"] for d in self.dropped).most_common())
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        # Field by field (not asdict): the annotation frame is not JSON and not worth a deep copy.
+        d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "annotations"}
         d["dropped_breasts"] = len(self.dropped)
         d["dropped_by_reason"] = self.dropped_by_reason()
         d["prevalence"] = {"benign": self.benign / self.kept if self.kept else 0.0,

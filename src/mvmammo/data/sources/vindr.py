@@ -28,10 +28,44 @@ def parse_birads(value) -> int | None:
     return int(m.group(1))
 
 
+def image_file(root: Path, study_id, image_id) -> Path:
+    """<root>/<study_id>/<image_id>.dicom (or .dcm when only that exists)."""
+    folder = root / str(study_id)
+    return next((folder / f"{image_id}{e}" for e in (".dicom", ".dcm") if (folder / f"{image_id}{e}").exists()),
+                folder / f"{image_id}.dicom")
+
+
+def findings_file(annotations: str | Path, findings: str | Path | None) -> Path | None:
+    """The finding_annotations.csv to read: the one given, else the one beside breast-level_annotations.csv."""
+    if findings is not None:
+        path = Path(findings)
+        if not path.exists():
+            raise SourceError(f"--findings {findings}: file not found; give VinDr-Mammo's finding_annotations.csv")
+        return path
+    beside = Path(annotations).with_name("finding_annotations.csv")
+    return beside if beside.exists() else None
+
+
+def lesion_boxes(findings: Path, root: Path, benign_birads, malignant_birads) -> pd.DataFrame:
+    """The findings' boxes as annotation-table rows, each naming the image file it was drawn on."""
+    from mvmammo.data.annotations import AnnotationError, from_vindr
+
+    try:
+        ann = from_vindr(findings, tuple(malignant_birads), tuple(benign_birads))
+    except AnnotationError as exc:
+        raise SourceError(str(exc)) from None
+    if "image_id" in ann.columns:
+        ann["image_path"] = [str(image_file(root, s, i).resolve()) for s, i in zip(ann["exam_id"], ann["image_id"])]
+    return ann
+
+
 def import_vindr(annotations: str | Path, images: str | Path, benign_birads=(2,), malignant_birads=(4, 5),
                  official_split: bool = True,
                  split: SplitOptions | None = None,
-                 allow_missing_view: bool = False) -> tuple[pd.DataFrame, ImportReport]:
+                 allow_missing_view: bool = False,
+                 findings: str | Path | None = None) -> tuple[pd.DataFrame, ImportReport]:
+    """The exam table (breast-level BI-RADS proxies) and, from finding_annotations.csv (``findings``, or the one
+    beside ``annotations``), the lesion boxes as ``report.annotations`` for the annotation table."""
     benign_birads, malignant_birads = set(map(int, benign_birads)), set(map(int, malignant_birads))
     if benign_birads & malignant_birads:
         raise SourceError(f"BI-RADS {sorted(benign_birads & malignant_birads)} is in both the benign and the "
@@ -47,9 +81,7 @@ def import_vindr(annotations: str | Path, images: str | Path, benign_birads=(2,)
     report.notes.append("VinDr-Mammo has no biopsy labels: benign/malignant are BI-RADS proxies")
     img_rows, lab_rows = [], []
     for k, r in df.iterrows():
-        folder = root / str(r["study_id"])
-        path = next((folder / f"{r['image_id']}{e}" for e in (".dicom", ".dcm") if (folder / f"{r['image_id']}{e}").exists()),
-                    folder / f"{r['image_id']}.dicom")
+        path = image_file(root, r["study_id"], r["image_id"])
         img_rows.append({"patient_id": r["study_id"], "exam_id": r["study_id"], "side": r["laterality"],
                          "view": r["view_position"], "path": str(path.resolve()), "order": k})
         try:
@@ -76,4 +108,11 @@ def import_vindr(annotations: str | Path, images: str | Path, benign_birads=(2,)
         report.split_rule = "official: training -> train, test -> test"
     table = build_table(pd.DataFrame(img_rows), labels, report, split or SplitOptions(),
                         allow_missing_view=allow_missing_view)
+    found = findings_file(annotations, findings)
+    if found is not None:
+        report.inputs["findings"] = str(found)
+        report.annotations = lesion_boxes(found, root, benign_birads, malignant_birads)
+    else:
+        report.notes.append("no finding_annotations.csv beside the breast-level CSV (or --findings): no annotation "
+                            "table (the patch stage needs one)")
     return table, report
