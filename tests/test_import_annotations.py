@@ -147,3 +147,16 @@ def test_vindr_without_findings_says_so(tmp_path, capsys):
 def test_view_slots_follow_the_importers_vocabulary(value, slot):
     from mvmammo.data.annotations import _slot
     assert _slot(value) == slot
+
+
+def test_extract_says_when_no_lesion_patch_was_cut(tmp_path, capsys):
+    csvs = _cbis(tmp_path)
+    out = tmp_path / "exams.csv"
+    assert main(["import", "cbis", *map(str, csvs), "--images", str(tmp_path / "CBIS-DDSM"), "--out", str(out),
+                 "--random-split"]) == 0
+    empty = pd.read_csv(annotation_path(out)).iloc[:0]
+    empty.to_csv(tmp_path / "none.csv", index=False)
+    capsys.readouterr()
+    assert main(["patches", "extract", str(out), "--out", str(tmp_path / "ps"), "--patch", "16",
+                 "--annotations", str(tmp_path / "none.csv"), "--quiet"]) == 0
+    assert "no malignant or benign patch" in capsys.readouterr().out

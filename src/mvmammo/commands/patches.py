@@ -11,7 +11,8 @@ def register(sub) -> None:
     e.add_argument("--out", required=True, help="patch set folder")
     e.add_argument("--annotations", default=None,
                    help="annotation file: our table, a synthetic lesions.csv, a CBIS case CSV or a VinDr "
-                        "finding_annotations.csv (default: lesions.csv beside the table)")
+                        "finding_annotations.csv (default: <table>_annotations.csv beside the table, as `mvmammo import "
+                        "cbis|vindr` writes it, else a synthetic cohort's lesions.csv)")
     e.add_argument("--layout", default="auto", choices=("auto", "table", "synthetic", "cbis", "vindr"), help="annotation layout: our table, the synthetic lesions.csv, CBIS ROI masks, VinDr boxes (default auto)")
     e.add_argument("--mask-root", default=None, help="folder the CBIS ROI mask paths are relative to")
     e.add_argument("--patch", type=int, default=256, help="patch side, px (default 256)")
@@ -35,6 +36,12 @@ def register(sub) -> None:
     t.add_argument("--init-features", type=int, default=64, help="channels of the first convolution (DenseNet-121: 64; smaller for tests)")
     t.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto: the GPU when present)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
+    t.add_argument("--init", default="", metavar="FILE",
+                   help="start from these weights instead of from scratch: a patch run folder / checkpoint, or a "
+                        "torchvision-layout DenseNet state dict such as ImageNet densenet121-*.pth; read as plain "
+                        "tensors, nothing downloaded. Its architecture is taken where --growth/--blocks/"
+                        "--init-features are left at their defaults; a classifier without our 4 classes is not "
+                        "loaded (fresh). Applied on a fresh run only")
     t.add_argument("--quiet", action="store_true", help="no progress output")
     t.set_defaults(func=run_train)
 
@@ -58,6 +65,10 @@ def run_extract(args) -> int:
               "side, view must match); they were not used")
     for split, c in s["counts"].items():
         print(f"  {split:5s} " + "  ".join(f"{k} {v}" for k, v in c.items()))
+    lesion = sum(c.get(k, 0) for c in s["counts"].values() for k in ("malignant", "benign"))
+    if lesion == 0:
+        print(f"  note: no malignant or benign patch: {s['settings']['annotations']} has no lesion outline on "
+              "this table's images, so a classifier trained on this set cannot learn the lesion classes")
     return 0
 
 
@@ -66,8 +77,8 @@ def run_train(args) -> int:
 
     cfg = PatchTrainConfig(patches=args.patch_set, out=args.out, growth=args.growth, blocks=tuple(args.blocks),
                            init_features=args.init_features, epochs=args.epochs, batch_size=args.batch_size,
-                           lr=args.lr, seed=args.seed, device=args.device, compile=args.compile)
-    res = train_patches(cfg, progress=not args.quiet)
+                           lr=args.lr, seed=args.seed, device=args.device, compile=args.compile, init=args.init)
+    res = train_patches(cfg, progress=not args.quiet, say=print)
     m = res["last"]
     if m:
         aucs = "  ".join(f"{c} {m.get(f'val_auc_{c}', float('nan')):.3f}"

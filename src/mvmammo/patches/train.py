@@ -10,6 +10,11 @@ the end gives the same weights as an uninterrupted one (a test checks this on CP
 Augmentation: random horizontal and vertical flips per patch (a patch classifier should not care about the
 breast's orientation; patches keep the source orientation). Loss: cross-entropy over the 4 classes. Adam.
 On a GPU: bf16 autocast and channels_last (``amp``), torch.compile (``compile``); fp32 on CPU.
+
+Starting weights (``init``): a patch run folder / checkpoint or a torchvision-layout DenseNet state dict
+(:mod:`mvmammo.patches.init_weights`). Applied once, on a fresh run (no last.pt); config.json records the file's
+absolute path and sha256, so resuming with another file is refused, and a resumed run continues from last.pt
+without reading the file again (it may have moved).
 """
 from __future__ import annotations
 
@@ -49,24 +54,31 @@ class PatchTrainConfig:
     device: str = "auto"         # auto = cuda when present
     amp: bool = True             # bf16 autocast + channels_last on a GPU (ignored on CPU)
     compile: bool = False
+    init: str = ""               # starting weights file or patch run folder ("" = from scratch); see init_weights
+    padding: str = "torch"       # "torch" or TensorFlow "same"; an init file's padding replaces the default
 
     def arch(self) -> DenseNetConfig:
         return DenseNetConfig(growth=self.growth, blocks=tuple(self.blocks), init_features=self.init_features,
-                              bn_size=self.bn_size)
+                              bn_size=self.bn_size, padding=self.padding)
 
 
-def _json_config(cfg: PatchTrainConfig) -> dict:
+# config.json keys added after the first patch runs, with the value an older run folder implicitly had.
+_LATER_KEYS = {"init": "", "padding": "torch", "init_sha256": ""}
+
+
+def _json_config(cfg: PatchTrainConfig, init_sha256: str = "") -> dict:
     d = dataclasses.asdict(cfg)
     d["blocks"] = list(cfg.blocks)
+    d["init_sha256"] = init_sha256
     return d
 
 
-def _check_config(run: Path, cfg: PatchTrainConfig) -> None:
+def _check_config(run: Path, cfg: PatchTrainConfig, init_sha256: str = "") -> None:
     path = run / "config.json"
-    new = _json_config(cfg)
+    new = _json_config(cfg, init_sha256)
     if path.exists():
         old = json.loads(path.read_text())
-        diff = [k for k in new if k not in ("epochs", "device") and old.get(k) != new[k]]
+        diff = [k for k in new if k not in ("epochs", "device") and old.get(k, _LATER_KEYS.get(k)) != new[k]]
         if diff:
             raise MvError(f"{run}: a patch run with other settings ({', '.join(diff)}) is here; use another --out "
                           "(only --epochs may change on resume)")
@@ -111,10 +123,24 @@ def _score(m: dict) -> tuple:
     return (a if a is not None and math.isfinite(a) else -1.0, -m["val_loss"])
 
 
-def train_patches(cfg: PatchTrainConfig, progress: bool = True) -> dict:
-    """Train (or resume) the patch classifier; returns the last epoch's metrics and the best score."""
+def _resuming_from(run: Path, cfg: PatchTrainConfig) -> dict | None:
+    """config.json of a run in ``run`` that started from the init file ``cfg.init`` names and has a last.pt to
+    resume from; None otherwise (a fresh run, no init, or another init: the settings check decides then)."""
+    path = run / "config.json"
+    if not cfg.init or not (run / "last.pt").exists() or not path.exists():
+        return None
+    old = json.loads(path.read_text())
+    same = old.get("init") and Path(old["init"]) == Path(cfg.init).expanduser().resolve()
+    return old if same and all(f in old for f in ("growth", "blocks", "init_features", "bn_size")) else None
+
+
+def train_patches(cfg: PatchTrainConfig, progress: bool = True, say=None) -> dict:
+    """Train (or resume) the patch classifier; returns the last epoch's metrics, the best score and, with
+    ``cfg.init``, what the init file gave ("init": info dict, or None on a resumed run). ``say(line)`` is called
+    once with a line about the init file (the CLI prints it)."""
     from tqdm.auto import tqdm
 
+    from mvmammo.patches import init_weights
     from mvmammo.patches.store import load_split
     from mvmammo.runlock import hold_run
 
@@ -122,8 +148,27 @@ def train_patches(cfg: PatchTrainConfig, progress: bool = True) -> dict:
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
     amp = cfg.amp and device.type == "cuda"
+    init_file, init_state, init_info, init_sha = None, None, None, ""
+    recorded = _resuming_from(run, cfg)
+    if recorded is not None:
+        # A run that already started from this init file resumes from last.pt and never reads the file again
+        # (it may have moved since): its architecture and sha256 are the ones config.json recorded.
+        cfg = dataclasses.replace(cfg, init=recorded["init"], padding=recorded.get("padding", "torch"),
+                                  **{f: (tuple(recorded[f]) if f == "blocks" else recorded[f])
+                                     for f in init_weights.ARCH_FIELDS})
+        init_sha = recorded.get("init_sha256", "")
+    elif cfg.init:
+        # Read, mapped and checked (strict) before the run folder is touched, so a bad file leaves nothing behind
+        # (no config.json naming it); on resume too, since the architecture it implies and its sha256 are part
+        # of the settings the run folder must agree with. Applied below on a fresh run only.
+        init_file = init_weights.read_init(cfg.init)
+        arch = init_weights.resolve_arch(cfg.arch(), init_file)
+        cfg = dataclasses.replace(cfg, init=init_file.path, padding=arch.padding,
+                                  **{f: getattr(arch, f) for f in init_weights.ARCH_FIELDS})
+        init_state, file_info = init_weights.initial_state(init_file, cfg.arch(), cfg.seed)
+        init_sha = init_file.sha256
     with hold_run(run, "patches train"):
-        _check_config(run, cfg)
+        _check_config(run, cfg, init_sha)
         xtr, ytr = load_split(cfg.patches, "train")
         xva, yva = load_split(cfg.patches, "val")
         if len(ytr) == 0:
@@ -144,6 +189,13 @@ def train_patches(cfg: PatchTrainConfig, progress: bool = True) -> dict:
             set_rng_state(ck["rng"])
             start, best = int(ck["epoch"]) + 1, tuple(ck["best"]) if ck.get("best") is not None else None
             runlog.truncate(metrics_path, start)
+            if cfg.init and say:
+                say(f"{cfg.init}: not re-applied; the run resumes from its last.pt")
+        elif init_file:
+            load_model_state(model, init_state, path=init_file.file)
+            init_info = file_info
+            if say:
+                say(init_weights.describe(init_info))
         step_fn = torch.compile(model) if cfg.compile else model
         last = {}
         for epoch in range(start, cfg.epochs):
@@ -179,4 +231,4 @@ def train_patches(cfg: PatchTrainConfig, progress: bool = True) -> dict:
             save_atomic(checkpoint(model, patch, epoch=epoch, optimizer=opt.state_dict(), rng=rng_state(),
                                    best=list(best)), run / "last.pt")
         (run / "DONE").write_text("")
-    return {"last": last, "best": best, "run": str(run)}
+    return {"last": last, "best": best, "run": str(run), "init": init_info}
