@@ -160,3 +160,18 @@ def test_extract_says_when_no_lesion_patch_was_cut(tmp_path, capsys):
     assert main(["patches", "extract", str(out), "--out", str(tmp_path / "ps"), "--patch", "16",
                  "--annotations", str(tmp_path / "none.csv"), "--quiet"]) == 0
     assert "no malignant or benign patch" in capsys.readouterr().out
+
+
+def test_extract_refuses_a_preprocessed_table(tmp_path, capsys):
+    csvs = _cbis(tmp_path)
+    out = tmp_path / "exams.csv"
+    assert main(["import", "cbis", *map(str, csvs), "--images", str(tmp_path / "CBIS-DDSM"), "--out", str(out),
+                 "--random-split"]) == 0
+    t = pd.read_csv(out)
+    t["cc_crop_box"] = "0 0 10 10"                  # what `mvmammo preprocess` adds to its table
+    t.to_csv(tmp_path / "pre.csv", index=False)
+    capsys.readouterr()
+    assert main(["patches", "extract", str(tmp_path / "pre.csv"), "--out", str(tmp_path / "ps"), "--patch", "16",
+                 "--annotations", str(annotation_path(out)), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "preprocessed table" in err[0] and not (tmp_path / "ps").exists()

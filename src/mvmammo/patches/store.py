@@ -74,6 +74,12 @@ def extract_patches(table: str | Path, out: str | Path, annotations: str | Path 
 
     table, out = Path(table), Path(out)
     df = exams.load_valid(table, allow_missing_view=True)
+    done = [c for c in ("cc_crop_box", "mlo_crop_box") if c in df.columns]
+    if done:
+        # Outlines are drawn in the source images' pixels; a preprocessed image is resampled, cropped and
+        # flipped, so boxes and disks would land in the wrong place (masks would fail on their size).
+        raise MvError(f"{table}: a preprocessed table (column {done[0]}): lesion outlines are in the source "
+                      "images' pixels; run `mvmammo patches extract` on the table `mvmammo preprocess` read")
     ann_path = Path(annotations) if annotations else default_annotations(table)
     ann = read_annotations(ann_path, layout, mask_root)
     settings = {"table": str(table.resolve()), "annotations": str(ann_path.resolve()), "seed": int(seed),
