@@ -38,6 +38,20 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 $PY -c "import torch; print('torch', torch.__version__, torch.version.cuda)" | tee -a "$OUT/gpu.txt"
 PHASE=${PHASE:-core}
 if [ "$PHASE" != extra ]; then
+# Smoke test first (small windows, seconds): the prefetcher's CUDA path (host-to-device copies on a side stream,
+# record_stream, event-gated reuse of pinned buffers) had never run on a GPU when this script was written. If it
+# fails here, every training configuration below runs with -noprefetch, so their figures still come back (and
+# smoke.log says why).
+NP=""
+if ! timeout "$(left 90)" $PY benchmarks/throughput.py --size small --device "$DEVICE" --breasts 4 --steps 2 --warmup 1 \
+        --configs bf16-cl-eager-b2 --no-anchor --out "$OUT/smoke" >"$OUT/smoke.log" 2>&1 \
+        || grep -q '"error"' "$OUT/smoke/throughput.json" 2>/dev/null; then
+    NP="-noprefetch"; echo "prefetcher smoke test failed: training configurations run with -noprefetch" | tee -a "$OUT/smoke.log"
+fi
+# Train configurations (not -infer ones) get $NP appended.
+np() { echo "$1" | tr ',' '\n' | sed "/-infer/!s/\$/$NP/" | paste -sd, -; }
+EAGER=$(np "$EAGER"); COMPILED=$(np "$COMPILED"); STORE_CONFIGS=$(np "${STORE_CONFIGS:-bf16-cl-eager-b4,bf16-cl-eager-b16}")
+pack
 timeout "$(left "${PRECISION_TIMEOUT:-30}")" $PY benchmarks/check_precision.py --size "$SIZE" --device "$DEVICE" --out "$OUT" 2>&1 | tee "$OUT/precision.log"; pack
 ANCHOR_ARGS=(--anchor "$ANCHOR" --anchor-timeout "${ANCHOR_TIMEOUT:-90}" "--anchor-args=${ANCHOR_EXTRA:---no-compile}")
 [ -f "$ANCHOR" ] || ANCHOR_ARGS=(--no-anchor)
@@ -54,7 +68,7 @@ AJ=(--no-anchor); [ -f "$OUT/anchor/anchor.json" ] && AJ=(--anchor-json "$OUT/an
 # then compiled from the store: last, with the time that is left (compiling the model and the augmentation took
 # ~100-150 s of it on an H100).
 timeout "$(left "${STORE_TRAIN_TIMEOUT:-50}")" $PY benchmarks/throughput.py --size "$SIZE" --device "$DEVICE" --breasts "$BREASTS" \
-    --configs "${STORE_CONFIGS:-bf16-cl-eager-b4,bf16-cl-eager-b16}" --out "$OUT/fromstore" "${STORE[@]}" "${AJ[@]}" 2>&1 \
+    --configs "$STORE_CONFIGS" --out "$OUT/fromstore" "${STORE[@]}" "${AJ[@]}" 2>&1 \
     | tee "$OUT/fromstore/throughput.log"; pack
 timeout "$(left "${COMPILED_TIMEOUT:-400}")" $PY benchmarks/throughput.py --size "$SIZE" --device "$DEVICE" --breasts "$BREASTS" \
     --configs "$COMPILED" --out "$OUT/compiled" "${STORE[@]}" "${AJ[@]}" 2>&1 | tee "$OUT/compiled/throughput.log"; pack
