@@ -61,7 +61,8 @@ timeout "$(left "${EAGER_TIMEOUT:-120}")" $PY benchmarks/throughput.py --size "$
 STORE_BREASTS=${STORE_BREASTS:-16}
 STORE_ARGS=(); [ "$SIZE" = full ] || STORE_ARGS=(--size small)
 timeout "$(left "${STORE_TIMEOUT:-45}")" $PY benchmarks/store.py --breasts "$STORE_BREASTS" --out "$OUT/storebench" "${STORE_ARGS[@]}" 2>&1 \
-    | tail -40 | tee "$OUT/store.log"; pack
+    | tail -40 | tee "$OUT/store.log"
+find benchmarks/results -name 'store-*.json' -newer "$OUT/gpu.txt" -exec cp {} "$OUT/" \; ; pack   # its result JSON
 STORE=(); [ -f "$OUT/storebench/store/index.parquet" ] && STORE=(--store "$OUT/storebench/store")
 AJ=(--no-anchor); [ -f "$OUT/anchor/anchor.json" ] && AJ=(--anchor-json "$OUT/anchor/anchor.json")
 # Training from the store (the loader's end-to-end figure and batch 4's peak memory on the default data path),
