@@ -123,3 +123,27 @@ def test_a_bad_image_is_one_line_and_the_rest_resumes(tmp_path, capsys):
     assert 0 < done < 8 and f"{8 - done} already there" in msg    # what finished before the failure is kept
     assert main(argv[:-2] + ["--workers", "-1"]) == 1
     assert "--workers -1" in capsys.readouterr().err
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from mvmammo.cli import main
+    from mvmammo.data import images
+    from mvmammo.patches.runs import write_model
+
+    table = _tiny_table(tmp_path, n=2)
+    write_model(tmp_path / "patch_run", tiny_model(), patch=32)
+
+    def full(path, arr):
+        path.write_bytes(b"partial")     # a write that stops half-way
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(images, "write_heatmap_png", full)
+    out = tmp_path / "hm"
+    assert main(["heatmaps", str(table), "--patch-model", str(tmp_path / "patch_run"), "--out", str(out),
+                 "--stride", "10", "--quiet", "--workers", "2"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "No space left" in err[0]
+    assert not [p for p in (out / "maps").iterdir() if ".tmp" in p.name]     # no temporary file left
+    assert not list((out / "maps").glob("*.png"))                             # and no half-written map

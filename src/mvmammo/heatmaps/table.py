@@ -50,17 +50,25 @@ def _key(row: pd.Series) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", raw)
 
 
+def _atomic(path: Path, suffix: str, write) -> None:
+    """write(tmp) then rename over ``path``; a failed write (a full disk) leaves no temporary file behind."""
+    tmp = path.with_name(f".{path.name}.tmp{suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def _save_png(path: Path, arr: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    images.write_heatmap_png(tmp, arr)
-    os.replace(tmp, path)
+    _atomic(path, ".png", lambda tmp: images.write_heatmap_png(tmp, arr))
 
 
 def _save_grid(path: Path, res) -> None:
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, probs=res.probs.astype(np.float16), rows=res.rows, cols=res.cols,
-                        box=np.asarray(res.box, np.int64), mode=np.asarray(res.mode))
-    os.replace(tmp, path)
+    _atomic(path, ".npz", lambda tmp: np.savez_compressed(
+        tmp, probs=res.probs.astype(np.float16), rows=res.rows, cols=res.cols, box=np.asarray(res.box, np.int64),
+        mode=np.asarray(res.mode)))
 
 
 def _settings(out: Path, info: dict, patch: int, stride: int, overwrite: bool, mode: str) -> dict:
