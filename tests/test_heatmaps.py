@@ -160,12 +160,11 @@ def test_heatmaps_table_feeds_the_cache(tmp_path):
     assert cache.spec.channels == 3 and len(cache) == 3
 
 
-def test_predict_with_a_heatmap_model_on_a_raw_table_after_heatmaps(tmp_path, capsys):
-    """Raw table (no labels, no split, no heatmaps) -> `mvmammo heatmaps` -> `mvmammo predict` of a model
-    trained with heatmap channels."""
+def _heatmap_run_and_raw_table(tmp_path):
+    """A Joint run trained with heatmap channels, a raw table of 4 breasts (no labels, split or heatmaps) and a
+    tiny patch classifier."""
     from conftest import tiny_overrides
 
-    from mvmammo.cli import main
     from mvmammo.config import resolve
     from mvmammo.data.synthetic import generate_cohort
     from mvmammo.training.loop import train
@@ -179,6 +178,14 @@ def test_predict_with_a_heatmap_model_on_a_raw_table_after_heatmaps(tmp_path, ca
     raw = raw[["patient_id", "exam_id", "side", "cc_path", "mlo_path"]]
     raw.to_csv(tmp_path / "cohort" / "raw.csv", index=False)
     write_model(tmp_path / "patch_run", tiny_model(), patch=32)
+
+
+def test_predict_with_a_heatmap_model_on_a_raw_table_after_heatmaps(tmp_path, capsys):
+    """Raw table (no labels, no split, no heatmaps) -> `mvmammo heatmaps` -> `mvmammo predict` of a model
+    trained with heatmap channels; and the same in one step with `predict --patch-model`."""
+    from mvmammo.cli import main
+
+    _heatmap_run_and_raw_table(tmp_path)
     assert main(["heatmaps", str(tmp_path / "cohort" / "raw.csv"), "--patch-model", str(tmp_path / "patch_run"),
                  "--out", str(tmp_path / "hm"), "--stride", "9", "--quiet"]) == 0
     rc = main(["predict", str(tmp_path / "heat"), "--table", str(tmp_path / "hm" / "raw.csv"),
@@ -187,6 +194,23 @@ def test_predict_with_a_heatmap_model_on_a_raw_table_after_heatmaps(tmp_path, ca
     assert rc == 0, captured.err
     res = pd.read_csv(tmp_path / "pred.csv")
     assert len(res) == 4 and res["p_malignant"].between(0, 1).all() and (res["views"] == "cc+mlo").all()
+    # Without heatmaps and without --patch-model: one line saying how to get them.
+    raw_args = ["predict", str(tmp_path / "heat"), "--table", str(tmp_path / "cohort" / "raw.csv"), "--tta", "1",
+                "--no-progress"]
+    assert main(raw_args + ["--out", str(tmp_path / "none.csv")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--patch-model" in err[0]
+    # One step: the heatmaps made on the way give the two-step path's predictions exactly.
+    assert main(raw_args + ["--out", str(tmp_path / "one.csv"), "--patch-model", str(tmp_path / "patch_run"),
+                            "--heatmap-stride", "9"]) == 0
+    one = pd.read_csv(tmp_path / "one.csv")
+    pd.testing.assert_frame_equal(one[["breast_id", "p_benign", "p_malignant", "views"]],
+                                  res[["breast_id", "p_benign", "p_malignant", "views"]])
+    made = list((tmp_path / "one_work").glob("heatmaps-*/maps/*_grid.npz"))
+    assert len(made) == 8
+    # A rerun finds the maps already made.
+    assert main(raw_args + ["--out", str(tmp_path / "one.csv"), "--patch-model", str(tmp_path / "patch_run"),
+                            "--heatmap-stride", "9"]) == 0
 
 
 def test_chain_pixel_auc_on_hand_made_maps(tmp_path):

@@ -23,6 +23,14 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: each run's run.device: GPU "
                                                   "when present)")
     p.add_argument("--workers", type=int, default=1, help="preprocessing processes (default 1)")
+    p.add_argument("--patch-model", default=None, metavar="PATCH_RUN",
+                   help="for runs trained with heatmap channels on a table without them: make the heatmaps on "
+                        "the way with this patch classifier (mvmammo patches train / weights import-nyu), as "
+                        "`mvmammo heatmaps` would, into the work folder")
+    p.add_argument("--heatmap-mode", default="patches", choices=("patches", "dense"),
+                   help="with --patch-model: patches (NYU-exact, default) or dense (approximate, faster); use "
+                        "what the run's training heatmaps were made with")
+    p.add_argument("--heatmap-stride", type=int, default=70, help="with --patch-model: grid stride, px (default 70)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -52,8 +60,15 @@ def run(args) -> int:
         table = work / "dicom_exams.csv"
         work.mkdir(parents=True, exist_ok=True)
         exams.write_table(found, table)
+    heat = None
+    if args.patch_model:
+        from mvmammo.evaluation.apply import HeatmapSource
+
+        if args.heatmap_stride < 1:
+            raise UsageError(f"--heatmap-stride {args.heatmap_stride}: must be >= 1 px")
+        heat = HeatmapSource(args.patch_model, args.heatmap_mode, args.heatmap_stride)
     res = predict_table(args.runs, table, out, work, args.tta, args.checkpoint, args.device, args.workers, progress,
-                        notes)
+                        notes, heatmaps=heat)
     done = int(res["p_malignant"].notna().sum())
     warned = int((res["warning"] != "").sum())
     print(f"{done} of {len(res)} breasts predicted by {len(args.runs)} run(s); {warned} with a warning; "

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,8 +107,9 @@ def run_cache(lm: LoadedModel, nt: NewTable, work: str | Path, progress: bool = 
     heat = lm.in_channels == 3
     if heat and not has_heatmaps(nt.frame):
         raise HeatmapsNeeded(f"{lm.run_dir}: this run reads heatmap channels (trained with data.heatmaps=true, 3 "
-                             f"input channels) but {nt.path} has no {'/'.join(exams.HEATMAP_COLUMNS)} columns; add "
-                             "heatmaps to the table or use a run trained with data.heatmaps=false")
+                             f"input channels) but {nt.path} has no {'/'.join(exams.HEATMAP_COLUMNS)} columns; give "
+                             "--patch-model PATCH_RUN to make them on the way (or run `mvmammo heatmaps` first), "
+                             "or use a run trained with data.heatmaps=false")
     d = lm.cfg.data
     keep_aspect = getattr(d, "keep_aspect", True)
     extra = {"keep_aspect": keep_aspect} if "keep_aspect" in inspect.signature(build_cache).parameters else {}
@@ -182,19 +184,51 @@ def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class HeatmapSource:
+    """Where the heatmap channels of a table without them come from: a patch classifier run and its grid."""
+    patch_model: str
+    mode: str = "patches"
+    stride: int = 70
+
+
+def with_heatmaps(table: str | Path, work: Path, source: HeatmapSource, device: str | None,
+                  progress: bool) -> Path:
+    """The table with heatmap columns: ``mvmammo heatmaps`` run on it into a work folder named by the patch
+    model and settings (so another classifier never mixes with these maps; a rerun resumes)."""
+    import hashlib
+
+    from mvmammo.heatmaps.table import make_heatmaps
+
+    key = f"{Path(source.patch_model).resolve()}|{source.mode}|{source.stride}"
+    dest = work / f"heatmaps-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+    s = make_heatmaps(table, source.patch_model, dest, stride=source.stride, device=device, progress=progress,
+                      mode=source.mode)
+    if progress:
+        print(f"heatmaps ({source.mode}, stride {source.stride}) from {source.patch_model}: {s['images']} images made, "
+              f"{s['skipped']} already there, in {dest}", file=sys.stderr)
+    return Path(s["table"])
+
+
 def predict_table(runs: list[str | Path], table: str | Path, out: str | Path, work: str | Path | None = None,
                   tta: int | None = None, checkpoint: str = "best", device: str | None = None, workers: int = 1,
-                  progress: bool = True, notes: dict | None = None, settings=None) -> pd.DataFrame:
+                  progress: bool = True, notes: dict | None = None, settings=None,
+                  heatmaps: HeatmapSource | None = None) -> pd.DataFrame:
     """Predictions of the ensemble of ``runs`` for every breast of ``table``, written atomically to ``out``.
 
     notes: breast_id -> [warning, ...] from the caller (e.g. the DICOM walk), added to the warning column.
     settings: preprocessing Settings for a raw table (default: those of `mvmammo preprocess`).
+    heatmaps: for runs that read heatmap channels when the table has none: they are made on the way, on the
+    table's images before preprocessing (as `mvmammo heatmaps` then `mvmammo preprocess` would).
     """
     from mvmammo.evaluation.loading import load_model
 
     out = Path(out)
     work = Path(work) if work else out.parent / f"{out.stem}_work"
     models = [load_model(r, checkpoint, device) for r in runs]  # every run's problems before any heavy work
+    if heatmaps is not None and any(lm.in_channels == 3 for lm in models) \
+            and not has_heatmaps(load_table(Path(table), False)):
+        table = with_heatmaps(table, work, heatmaps, device, progress)
     nt = windowed_table(table, work, labels=False, workers=workers, progress=progress, settings=settings)
     for lm in models:
         if lm.in_channels == 3 and not has_heatmaps(nt.frame):
