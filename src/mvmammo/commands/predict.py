@@ -60,13 +60,15 @@ def run(args) -> int:
         table = work / "dicom_exams.csv"
         work.mkdir(parents=True, exist_ok=True)
         exams.write_table(found, table)
-    heat = None
+    heat = None   # a function of the table that adds heatmap columns (with --patch-model)
     if args.patch_model:
-        from mvmammo.evaluation.apply import HeatmapSource
+        from mvmammo.heatmaps.table import heatmaps_in_work
 
         if args.heatmap_stride < 1:
             raise UsageError(f"--heatmap-stride {args.heatmap_stride}: must be >= 1 px")
-        heat = HeatmapSource(args.patch_model, args.heatmap_mode, args.heatmap_stride)
+
+        heat = lambda t: heatmaps_in_work(t, work, args.patch_model, args.heatmap_mode,  # noqa: E731
+                                          args.heatmap_stride, args.device, progress)
     res = predict_table(args.runs, table, out, work, args.tta, args.checkpoint, args.device, args.workers, progress,
                         notes, heatmaps=heat)
     done = int(res["p_malignant"].notna().sum())

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -184,42 +184,17 @@ def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-@dataclasses.dataclass(frozen=True)
-class HeatmapSource:
-    """Where the heatmap channels of a table without them come from: a patch classifier run and its grid."""
-    patch_model: str
-    mode: str = "patches"
-    stride: int = 70
-
-
-def with_heatmaps(table: str | Path, work: Path, source: HeatmapSource, device: str | None,
-                  progress: bool) -> Path:
-    """The table with heatmap columns: ``mvmammo heatmaps`` run on it into a work folder named by the patch
-    model and settings (so another classifier never mixes with these maps; a rerun resumes)."""
-    import hashlib
-
-    from mvmammo.heatmaps.table import make_heatmaps
-
-    key = f"{Path(source.patch_model).resolve()}|{source.mode}|{source.stride}"
-    dest = work / f"heatmaps-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
-    s = make_heatmaps(table, source.patch_model, dest, stride=source.stride, device=device, progress=progress,
-                      mode=source.mode)
-    if progress:
-        print(f"heatmaps ({source.mode}, stride {source.stride}) from {source.patch_model}: {s['images']} images made, "
-              f"{s['skipped']} already there, in {dest}", file=sys.stderr)
-    return Path(s["table"])
-
-
 def predict_table(runs: list[str | Path], table: str | Path, out: str | Path, work: str | Path | None = None,
                   tta: int | None = None, checkpoint: str = "best", device: str | None = None, workers: int = 1,
                   progress: bool = True, notes: dict | None = None, settings=None,
-                  heatmaps: HeatmapSource | None = None) -> pd.DataFrame:
+                  heatmaps: Callable[[Path], Path] | None = None) -> pd.DataFrame:
     """Predictions of the ensemble of ``runs`` for every breast of ``table``, written atomically to ``out``.
 
     notes: breast_id -> [warning, ...] from the caller (e.g. the DICOM walk), added to the warning column.
     settings: preprocessing Settings for a raw table (default: those of `mvmammo preprocess`).
-    heatmaps: for runs that read heatmap channels when the table has none: they are made on the way, on the
-    table's images before preprocessing (as `mvmammo heatmaps` then `mvmammo preprocess` would).
+    heatmaps: for runs that read heatmap channels when the table has none: a function of the table that returns
+    a copy with heatmap columns, called before preprocessing (the predict command hands in
+    :func:`mvmammo.heatmaps.table.heatmaps_in_work`; evaluation does not import the heatmap stage).
     """
     from mvmammo.evaluation.loading import load_model
 
@@ -228,7 +203,7 @@ def predict_table(runs: list[str | Path], table: str | Path, out: str | Path, wo
     models = [load_model(r, checkpoint, device) for r in runs]  # every run's problems before any heavy work
     if heatmaps is not None and any(lm.in_channels == 3 for lm in models) \
             and not has_heatmaps(load_table(Path(table), False)):
-        table = with_heatmaps(table, work, heatmaps, device, progress)
+        table = heatmaps(Path(table))
     nt = windowed_table(table, work, labels=False, workers=workers, progress=progress, settings=settings)
     for lm in models:
         if lm.in_channels == 3 and not has_heatmaps(nt.frame):

@@ -203,3 +203,20 @@ def make_heatmaps(table: str | Path, patch_model: str | Path, out: str | Path, s
     return {"table": str(dest), "images": done, "skipped": skipped, "patches": count["patches"],
             "computed": count["computed"], "seconds": secs, "device": str(device), "mode": mode,
             "workers": workers}
+
+
+def heatmaps_in_work(table: str | Path, work: str | Path, patch_model: str | Path, mode: str = "patches",
+                     stride: int = 70, device: str | None = None, progress: bool = True) -> Path:
+    """The table with heatmap columns, made into ``work/heatmaps-<key>`` (key: the patch classifier, mode and
+    stride, so maps of another classifier never mix with these and a rerun resumes); for `mvmammo predict
+    --patch-model`, which hands it to the evaluation as a function of the table."""
+    import hashlib
+    import sys
+
+    key = f"{Path(patch_model).resolve()}|{mode}|{stride}"
+    dest = Path(work) / f"heatmaps-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+    s = make_heatmaps(table, patch_model, dest, stride=stride, device=device, progress=progress, mode=mode)
+    if progress:
+        print(f"heatmaps ({mode}, stride {stride}) from {patch_model}: {s['images']} images made, {s['skipped']} "
+              f"already there, in {dest}", file=sys.stderr)
+    return Path(s["table"])
