@@ -258,3 +258,23 @@ def test_heatmaps_errors_are_one_line(tmp_path, capsys):
     assert main(["heatmaps", str(table), "--patch-model", str(tmp_path / "empty_run"), "--out",
                  str(tmp_path / "hm"), "--quiet"]) == 1
     assert "not a patch classifier" in capsys.readouterr().err
+
+
+def test_evaluate_an_external_table_without_heatmaps_with_patch_model(tmp_path, capsys):
+    """External validation of a heatmap run on a labelled table without heatmaps: --patch-model makes them."""
+    from mvmammo.cli import main
+
+    _heatmap_run_and_raw_table(tmp_path)
+    table = pd.read_csv(tmp_path / "cohort" / "exams.csv", dtype={"patient_id": str, "exam_id": str}).head(8)
+    table = table[["patient_id", "exam_id", "side", "cc_path", "mlo_path", "benign", "malignant"]]
+    table["malignant"] = [0, 1] * 4                      # both classes present: an AUC exists
+    table.to_csv(tmp_path / "cohort" / "ext.csv", index=False)
+    base = ["evaluate", str(tmp_path / "heat"), "--table", str(tmp_path / "cohort" / "ext.csv"), "--tta", "1"]
+    assert main(base) == 1
+    assert "--patch-model" in capsys.readouterr().err
+    assert main(base + ["--patch-model", str(tmp_path / "patch_run"), "--heatmap-stride", "9"]) == 0
+    out = capsys.readouterr().out
+    assert "malignant: AUC" in out and "external-ext" in out
+    metrics = json.loads((tmp_path / "heat" / "metrics_external-ext.json").read_text())
+    assert metrics["table"] == str(tmp_path / "cohort" / "ext.csv") and metrics["breasts"] == 8
+    assert main(["evaluate", str(tmp_path / "heat"), "--patch-model", str(tmp_path / "patch_run")]) == 2

@@ -15,6 +15,9 @@ def register(sub) -> None:
     p.add_argument("--tta", type=int, default=None, help="random windows per breast (0 = centre window)")
     p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint: best (validation AUC) or last")
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the run's run.device)")
+    from mvmammo.commands.predict import heatmap_options
+
+    heatmap_options(p)
     p.set_defaults(func=run_evaluate)
     t = sub.add_parser("table", help="paper-style table over run folders (rows grouped by NAME-sSEED)")
     t.add_argument("runs", nargs="+", help="evaluated run folders or experiment folders; rows are grouped by NAME-sSEED")
@@ -39,9 +42,14 @@ def run_evaluate(args) -> int:
     if args.tta is not None and args.tta < 0:
         raise UsageError(f"--tta {args.tta}: give 0 (centre window) or a positive number of windows")
     split = args.split or ("all" if args.table else "test")
+    if args.patch_model and not args.table:
+        raise UsageError("--patch-model makes heatmaps for an external --table; a run's own table has its heatmaps")
+    from mvmammo.commands.predict import heatmap_maker
+
+    heat = heatmap_maker(args, progress=True)
     for r in args.runs:
         res = evaluate_run(r, split=split, tta=args.tta, checkpoint=args.checkpoint, device=args.device,
-                           table=args.table)
+                           table=args.table, heatmaps=heat)
         if res.get("dropped_in_preprocessing"):
             print(f"{r}: {res['dropped_in_preprocessing']} breast(s) of {args.table} could not be preprocessed and "
                   "are not in the metrics", file=sys.stderr)

@@ -23,6 +23,13 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: each run's run.device: GPU "
                                                   "when present)")
     p.add_argument("--workers", type=int, default=1, help="preprocessing processes (default 1)")
+    heatmap_options(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def heatmap_options(p) -> None:
+    """--patch-model, --heatmap-mode, --heatmap-stride (predict and evaluate --table)."""
     p.add_argument("--patch-model", default=None, metavar="PATCH_RUN",
                    help="for runs trained with heatmap channels on a table without them: make the heatmaps on "
                         "the way with this patch classifier (mvmammo patches train / weights import-nyu), as "
@@ -31,8 +38,24 @@ def register(sub) -> None:
                    help="with --patch-model: patches (NYU-exact, default) or dense (approximate, faster); use "
                         "what the run's training heatmaps were made with")
     p.add_argument("--heatmap-stride", type=int, default=70, help="with --patch-model: grid stride, px (default 70)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=run)
+
+
+def heatmap_maker(args, progress: bool):
+    """None, or (table, work folder) -> the table with heatmap columns: the heatmap stage, handed to the
+    evaluation (which does not import it)."""
+    from mvmammo.errors import UsageError
+
+    if not args.patch_model:
+        return None
+    if args.heatmap_stride < 1:
+        raise UsageError(f"--heatmap-stride {args.heatmap_stride}: must be >= 1 px")
+
+    def make(table, work):
+        from mvmammo.heatmaps.table import heatmaps_in_work
+
+        return heatmaps_in_work(table, work, args.patch_model, args.heatmap_mode, args.heatmap_stride, args.device,
+                                progress)
+    return make
 
 
 def run(args) -> int:
@@ -60,15 +83,7 @@ def run(args) -> int:
         table = work / "dicom_exams.csv"
         work.mkdir(parents=True, exist_ok=True)
         exams.write_table(found, table)
-    heat = None   # a function of the table that adds heatmap columns (with --patch-model)
-    if args.patch_model:
-        from mvmammo.heatmaps.table import heatmaps_in_work
-
-        if args.heatmap_stride < 1:
-            raise UsageError(f"--heatmap-stride {args.heatmap_stride}: must be >= 1 px")
-
-        heat = lambda t: heatmaps_in_work(t, work, args.patch_model, args.heatmap_mode,  # noqa: E731
-                                          args.heatmap_stride, args.device, progress)
+    heat = heatmap_maker(args, progress)
     res = predict_table(args.runs, table, out, work, args.tta, args.checkpoint, args.device, args.workers, progress,
                         notes, heatmaps=heat)
     done = int(res["p_malignant"].notna().sum())

@@ -187,13 +187,13 @@ def write_csv_atomic(df: pd.DataFrame, path: str | Path) -> None:
 def predict_table(runs: list[str | Path], table: str | Path, out: str | Path, work: str | Path | None = None,
                   tta: int | None = None, checkpoint: str = "best", device: str | None = None, workers: int = 1,
                   progress: bool = True, notes: dict | None = None, settings=None,
-                  heatmaps: Callable[[Path], Path] | None = None) -> pd.DataFrame:
+                  heatmaps: Callable[[Path, Path], Path] | None = None) -> pd.DataFrame:
     """Predictions of the ensemble of ``runs`` for every breast of ``table``, written atomically to ``out``.
 
     notes: breast_id -> [warning, ...] from the caller (e.g. the DICOM walk), added to the warning column.
     settings: preprocessing Settings for a raw table (default: those of `mvmammo preprocess`).
-    heatmaps: for runs that read heatmap channels when the table has none: a function of the table that returns
-    a copy with heatmap columns, called before preprocessing (the predict command hands in
+    heatmaps: for runs that read heatmap channels when the table has none: a function of (table, work folder)
+    that returns a copy of the table with heatmap columns, called before preprocessing (the predict command hands in
     :func:`mvmammo.heatmaps.table.heatmaps_in_work`; evaluation does not import the heatmap stage).
     """
     from mvmammo.evaluation.loading import load_model
@@ -203,7 +203,7 @@ def predict_table(runs: list[str | Path], table: str | Path, out: str | Path, wo
     models = [load_model(r, checkpoint, device) for r in runs]  # every run's problems before any heavy work
     if heatmaps is not None and any(lm.in_channels == 3 for lm in models) \
             and not has_heatmaps(load_table(Path(table), False)):
-        table = heatmaps(Path(table))
+        table = heatmaps(Path(table), work)
     nt = windowed_table(table, work, labels=False, workers=workers, progress=progress, settings=settings)
     for lm in models:
         if lm.in_channels == 3 and not has_heatmaps(nt.frame):

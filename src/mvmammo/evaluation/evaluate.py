@@ -11,7 +11,7 @@ import pandas as pd
 
 from mvmammo import LABELS
 from mvmammo.evaluation import metrics
-from mvmammo.evaluation.apply import run_cache, windowed_table, write_csv_atomic
+from mvmammo.evaluation.apply import has_heatmaps, load_table, run_cache, windowed_table, write_csv_atomic
 from mvmammo.evaluation.loading import RunError, load_model, open_run, run_config
 from mvmammo.evaluation.predict import breast_level, predict_rows, predictions_table
 from mvmammo.runlock import hold_run
@@ -44,11 +44,13 @@ def select_rows(cache, split: str, run_dir: Path, table: str | Path) -> np.ndarr
 
 def evaluate_run(run_dir: str | Path, split: str = "test", tta: int | None = None, checkpoint: str = "best",
                  n_boot: int = 1000, device: str | None = None, progress: bool = False,
-                 table: str | Path | None = None) -> dict:
+                 table: str | Path | None = None, heatmaps=None) -> dict:
     """TTA predictions and AUCs on ``split`` of the run's table, or of any labelled ``table`` (external validation).
 
     Writes predictions_<name>.csv and metrics_<name>.json into the run folder, holding its lock; <name> is
     the split for the run's own table, :func:`external_name` for another table. Nothing else is touched.
+    heatmaps: as :func:`mvmammo.evaluation.apply.predict_table`'s, for a run with heatmap channels and an
+    external table without them.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
@@ -61,11 +63,13 @@ def evaluate_run(run_dir: str | Path, split: str = "test", tta: int | None = Non
         else:
             lm = load_model(run_dir, checkpoint, device)
             cfg, model, name = lm.cfg, lm.model, external_name(table, split)
-            work = cache_root(cfg) / "external" / name
+            work, given = cache_root(cfg) / "external" / name, table
+            if heatmaps is not None and lm.in_channels == 3 and not has_heatmaps(load_table(Path(table), True)):
+                table = heatmaps(Path(table), work)
             nt = windowed_table(table, work, labels=True, progress=progress)
             cache = run_cache(lm, nt, work, progress)
             maker = maker_for(cfg, cache, lm.device)
-            source, dropped = table, len(nt.dropped)
+            source, dropped = given, len(nt.dropped)
         tta = cfg.run.tta if tta is None else tta
         rows = select_rows(cache, split, run_dir, source)
         labels = cache.labels(rows)
