@@ -12,7 +12,7 @@ import torch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-from mvmammo.heatmaps.grid import average, average_loop, grid, starts
+from mvmammo.heatmaps.grid import average, average_loop, average_numpy, grid, starts
 from mvmammo.heatmaps.infer import image_heatmaps, image_heatmaps_loop
 from mvmammo.models.densenet import DenseNet, DenseNetConfig
 from mvmammo.patches.runs import write_model
@@ -73,6 +73,7 @@ def test_average_matches_the_loop_on_random_grids():
         probs = rng.uniform(size=(len(rows), len(cols), 4)).astype(np.float32)
         fast = average(torch.from_numpy(probs), rows, cols, patch, shape).numpy()
         np.testing.assert_allclose(fast, average_loop(probs, rows, cols, patch, shape), atol=1e-6)
+        np.testing.assert_array_equal(average_numpy(probs, rows, cols, patch, shape), fast)   # the host renderer
 
 
 def _breast_image(h=120, w=90, seed=0) -> np.ndarray:

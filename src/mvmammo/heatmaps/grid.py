@@ -55,13 +55,11 @@ def cells(first: np.ndarray, patch: int, size: int) -> tuple[np.ndarray, np.ndar
     return edges[:-1], np.diff(edges)
 
 
-def average(probs: torch.Tensor, rows: np.ndarray, cols: np.ndarray, patch: int, shape: tuple) -> torch.Tensor:
-    """(C, H, W) mean over covering patches of ``probs`` (ny, nx, C), on probs' device, float32.
-
-    Computed once per cell (the formula above with R, C restricted to one pixel per cell), then each cell's
-    value is repeated over its pixels: exact, and the cost is one write of the (C, H, W) output.
-    Pixels no patch covers (only when the grid does not span ``shape``) are 0.
-    """
+def cell_means(probs: torch.Tensor, rows: np.ndarray, cols: np.ndarray, patch: int, shape: tuple
+               ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """(C, cells_y, cells_x) mean over covering patches of ``probs`` (ny, nx, C), once per cell (the formula
+    above with R, C restricted to one pixel per cell), and the cells' heights and widths (px).
+    Cells no patch covers (only when the grid does not span ``shape``) are 0."""
     probs = probs.float()
     dev = probs.device
     ys, hy = cells(rows, patch, shape[0])
@@ -70,9 +68,29 @@ def average(probs: torch.Tensor, rows: np.ndarray, cols: np.ndarray, patch: int,
     c = cover(cols, patch, shape[1], dev)[:, torch.as_tensor(xs, device=dev)]   # (nx, cells_x)
     sums = torch.einsum("iy,ijk,jx->kyx", r, probs, c)       # (C, cells_y, cells_x)
     count = r.sum(0)[:, None] * c.sum(0)[None, :]            # patches covering each cell
-    value = torch.where(count > 0, sums / count.clamp_min(1), torch.zeros_like(sums))
+    return torch.where(count > 0, sums / count.clamp_min(1), torch.zeros_like(sums)), hy, wx
+
+
+def average(probs: torch.Tensor, rows: np.ndarray, cols: np.ndarray, patch: int, shape: tuple) -> torch.Tensor:
+    """(C, H, W) mean over covering patches of ``probs`` (ny, nx, C), on probs' device, float32.
+
+    :func:`cell_means`, then each cell's value repeated over its pixels: exact, and the cost is one write of the
+    (C, H, W) output. Pixels no patch covers (only when the grid does not span ``shape``) are 0.
+    """
+    value, hy, wx = cell_means(probs, rows, cols, patch, shape)
+    dev = value.device
     value = value.repeat_interleave(torch.as_tensor(hy, device=dev), dim=1)
     return value.repeat_interleave(torch.as_tensor(wx, device=dev), dim=2)   # (C, H, W)
+
+
+def average_numpy(probs: np.ndarray, rows: np.ndarray, cols: np.ndarray, patch: int, shape: tuple) -> np.ndarray:
+    """:func:`average` of a host grid as a numpy array, the repetition done by numpy on the calling thread.
+
+    Why: the heatmap command renders maps on many host threads at once; torch's CPU kernels would each start
+    their own pool of intra-op threads (cores x threads in all), numpy's repeat runs on the thread it is given.
+    """
+    value, hy, wx = cell_means(torch.from_numpy(np.ascontiguousarray(probs)), rows, cols, patch, shape)
+    return np.repeat(np.repeat(value.numpy(), hy, axis=1), wx, axis=2)
 
 
 def average_loop(probs: np.ndarray, rows: np.ndarray, cols: np.ndarray, patch: int, shape: tuple) -> np.ndarray:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from mvmammo.heatmaps.constant import constant_patches
-from mvmammo.heatmaps.grid import average, average_loop, grid
+from mvmammo.heatmaps.grid import average_loop, average_numpy, grid
 from mvmammo.patches.image import Prepared, prepare
 from mvmammo.patches.runs import CLASSES
 
@@ -171,8 +171,8 @@ def render(g: Grid, patch: int = 256) -> ImageHeatmaps:
     """The host part: the per-pixel average of the grid (on the CPU; it is exact and costs one write of the
     maps, so it needs no device) placed at the source image's size."""
     # Only the two channels the models read are rendered (the grid keeps all four classes).
-    maps = average(torch.from_numpy(g.probs[..., [BENIGN, MALIGNANT]]), g.rows, g.cols, patch, g.crop_shape)
-    benign, malignant = _place(maps.numpy(), g.box, g.shape)
+    maps = average_numpy(g.probs[..., [BENIGN, MALIGNANT]], g.rows, g.cols, patch, g.crop_shape)
+    benign, malignant = _place(maps, g.box, g.shape)
     return ImageHeatmaps(benign, malignant, g.probs, g.rows, g.cols, g.box, g.computed, g.mode)
 
 
