@@ -135,9 +135,9 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(tmp_path, capsys, 
     table = _tiny_table(tmp_path, n=2)
     write_model(tmp_path / "patch_run", tiny_model(), patch=32)
 
-    def full(path, arr):
-        path.write_bytes(b"partial")     # a write that stops half-way
-        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    def full(f, arr):
+        f.write(b"partial")              # a write that stops half-way
+        raise OSError(errno.ENOSPC, "No space left on device", f.name)
 
     monkeypatch.setattr(images, "write_heatmap_png", full)
     out = tmp_path / "hm"

@@ -100,12 +100,12 @@ def read_heatmap(path: str | Path) -> np.ndarray:
     return np.clip(arr, 0.0, 1.0)
 
 
-def write_png16(path: str | Path, arr: np.ndarray) -> None:
-    """Write a 2-D uint16 array as a 16-bit grayscale PNG."""
+def write_png16(path, arr: np.ndarray) -> None:
+    """Write a 2-D uint16 array as a 16-bit grayscale PNG (``path``: a path or a binary file object)."""
     from PIL import Image
 
     arr = np.ascontiguousarray(arr, dtype=np.uint16)
-    Image.fromarray(arr).save(path, optimize=False, compress_level=1)
+    Image.fromarray(arr).save(path, format="PNG", optimize=False, compress_level=1)
 
 
 def write_heatmap_png(path: str | Path, arr: np.ndarray) -> None:

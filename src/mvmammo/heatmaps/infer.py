@@ -181,8 +181,6 @@ def image_heatmaps(model, img: np.ndarray, patch: int = 256, stride: int = 70, b
                    device="cpu", amp: bool | None = None, crop_margin: int = 20, mode: str = "patches",
                    dedup: bool = True) -> ImageHeatmaps:
     """Benign and malignant heatmaps of a uint16 (H, W) image (the fast path; ``mode`` in :data:`MODES`)."""
-    if mode not in MODES:
-        raise ValueError(f"heatmap mode {mode!r}: use one of {', '.join(MODES)}")
     prep = prepare(img, patch, crop_margin)
     return render(infer_grid(model, prep, patch, stride, batch_size, device, amp, mode, dedup), patch)
 

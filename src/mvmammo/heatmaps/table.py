@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mvmammo.atomic import write_text
+from mvmammo.atomic import replace_atomic, write_text
 from mvmammo.data import exams, images
 from mvmammo.errors import MvError
 from mvmammo.heatmaps.infer import MODES, Grid, infer_grid, load_patch_model, render
@@ -50,24 +50,13 @@ def _key(row: pd.Series) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", raw)
 
 
-def _atomic(path: Path, suffix: str, write) -> None:
-    """write(tmp) then rename over ``path``; a failed write (a full disk) leaves no temporary file behind."""
-    tmp = path.with_name(f".{path.name}.tmp{suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def _save_png(path: Path, arr: np.ndarray) -> None:
-    _atomic(path, ".png", lambda tmp: images.write_heatmap_png(tmp, arr))
+    replace_atomic(path, lambda f: images.write_heatmap_png(f, arr))
 
 
 def _save_grid(path: Path, res) -> None:
-    _atomic(path, ".npz", lambda tmp: np.savez_compressed(
-        tmp, probs=res.probs.astype(np.float16), rows=res.rows, cols=res.cols, box=np.asarray(res.box, np.int64),
+    replace_atomic(path, lambda f: np.savez_compressed(
+        f, probs=res.probs.astype(np.float16), rows=res.rows, cols=res.cols, box=np.asarray(res.box, np.int64),
         mode=np.asarray(res.mode)))
 
 

@@ -36,6 +36,7 @@ import torch
 
 from mvmammo.errors import MvError
 from mvmammo.models.densenet import DenseNet, DenseNetConfig
+from mvmammo.training.checkpoint import CheckpointError, load, load_model_state
 
 ARCH_FIELDS = ("growth", "blocks", "init_features", "bn_size")   # the fields the file's shapes decide
 CONV0 = "features.conv0.weight"
@@ -84,8 +85,6 @@ def _refusal(exc: BaseException) -> str:
 
 def _load_file(path: Path):
     """The file's object, unpickled as tensors and plain containers only."""
-    from mvmammo.training.checkpoint import CheckpointError, load
-
     try:
         with warnings.catch_warnings():
             # torch warns on stderr about a foreign pickle before refusing it; the refusal below is the one line
@@ -242,10 +241,7 @@ def initial_state(source: str | Path | InitFile, arch: DenseNetConfig, seed: int
                 "missing in the file" if missing else "not in the model")
         raise InitError(f"{init.file}: tensors do not fit a DenseNet with {_arch_text(arch)} (first: {k}, {what}; "
                         f"{len(wrong)} wrong shape, {len(missing)} missing, {len(unexpected)} extra)")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise InitError(f"{init.file}: the weights do not load ({_first_line(exc)})") from None
+    load_model_state(model, state, path=init.file)   # strict; the checks above name what does not fit
     info = {"path": init.path, "file": init.file, "sha256": init.sha256, "kind": init.kind, "tensors": tensors,
             "classifier": "loaded" if file_classes == arch.num_classes else "fresh", "file_classes": file_classes,
             "conv0_folded": init.arch.in_channels == 3, "renamed": init.renamed, "arch": arch.to_dict()}

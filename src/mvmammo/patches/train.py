@@ -34,6 +34,7 @@ from mvmammo import runlog
 from mvmammo.errors import MvError
 from mvmammo.evaluation.metrics import auc
 from mvmammo.models.densenet import DenseNet, DenseNetConfig
+from mvmammo.patches import init_weights
 from mvmammo.patches.runs import CLASSES, checkpoint
 from mvmammo.training.checkpoint import load, load_model_state, rng_state, save_atomic, set_rng_state
 
@@ -131,7 +132,7 @@ def _resuming_from(run: Path, cfg: PatchTrainConfig) -> dict | None:
         return None
     old = json.loads(path.read_text())
     same = old.get("init") and Path(old["init"]) == Path(cfg.init).expanduser().resolve()
-    return old if same and all(f in old for f in ("growth", "blocks", "init_features", "bn_size")) else None
+    return old if same and all(f in old for f in init_weights.ARCH_FIELDS) else None
 
 
 def train_patches(cfg: PatchTrainConfig, progress: bool = True, say=None) -> dict:
@@ -140,7 +141,6 @@ def train_patches(cfg: PatchTrainConfig, progress: bool = True, say=None) -> dic
     once with a line about the init file (the CLI prints it)."""
     from tqdm.auto import tqdm
 
-    from mvmammo.patches import init_weights
     from mvmammo.patches.store import load_split
     from mvmammo.runlock import hold_run
 
@@ -159,8 +159,8 @@ def train_patches(cfg: PatchTrainConfig, progress: bool = True, say=None) -> dic
         init_sha = recorded.get("init_sha256", "")
     elif cfg.init:
         # Read, mapped and checked (strict) before the run folder is touched, so a bad file leaves nothing behind
-        # (no config.json naming it); on resume too, since the architecture it implies and its sha256 are part
-        # of the settings the run folder must agree with. Applied below on a fresh run only.
+        # (no config.json naming it); its architecture and sha256 join the settings the folder must agree with.
+        # Applied below on a fresh run only.
         init_file = init_weights.read_init(cfg.init)
         arch = init_weights.resolve_arch(cfg.arch(), init_file)
         cfg = dataclasses.replace(cfg, init=init_file.path, padding=arch.padding,
